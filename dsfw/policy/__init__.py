@@ -1,0 +1,51 @@
+"""Policy engines behind one small interface.
+
+A request is decided by asking an engine about a Rego package
+(``docker.authz`` for every request, ``docker.build`` for build contexts).
+An engine answers with a :class:`PolicyDecision`; it never raises into the
+request path -- every failure comes back as a Deferred failing with
+:class:`dsfw.errors.PolicyEngineError`, which the resource turns into a denial.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+AUTHZ = "docker.authz"
+BUILD = "docker.build"
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """What a policy said about one input.
+
+    ``allowed`` is True only when ``data.<package>.allow`` is exactly ``true``
+    and no deny message was produced. ``reasons`` are the policy's own deny
+    messages, or a sentence naming the rule that said no.
+    """
+
+    allowed: bool
+    package: str
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+    engine: str = "embedded"
+
+    def message(self) -> str:
+        if self.reasons:
+            return "; ".join(self.reasons)
+        return f"request denied by policy data.{self.package}.allow"
+
+
+class PolicyEngine(Protocol):
+    """Anything that can decide an input document against a Rego package."""
+
+    name: str
+
+    def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
+        """Evaluate ``data.<package>.allow`` (and ``.deny``) for ``input_doc``."""
+        ...
+
+    def revision(self) -> str:
+        """An identifier of the policy set in force (for logs and health)."""
+        ...
