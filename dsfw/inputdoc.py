@@ -1,0 +1,98 @@
+"""The canonical request and the policy input document built from it.
+
+Pure logic, no Twisted: the HTTP resource hands over what it parsed, this
+module decides what the policy sees, and the same :class:`CanonicalRequest`
+is what the relay serializes for dockerd.  The input keeps the original Go
+firewall's fields (``Method``, ``Path``, ``Headers``, ``Body``) so its users'
+policies keep working, and adds parsed fields they would otherwise rebuild.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from dsfw.canonical_path import CanonicalTarget
+from dsfw.errors import BadRequest
+
+# Headers that describe one hop or the framing dsfw sets itself; never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+        "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+        "Content-Length", "Host", "Expect",
+    }
+)
+
+# Header values that carry credentials: shown to the policy, never logged.
+SECRET_HEADERS = frozenset({"X-Registry-Auth", "X-Registry-Config", "Authorization"})
+
+
+def canonical_header_name(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-registry-auth`` → ``X-Registry-Auth``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def canonical_headers(raw: Iterable[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], ...]:
+    """End-to-end headers as dsfw forwards them: canonical names, one joined value each."""
+    out: dict[str, list[str]] = {}
+    for name, values in raw:
+        try:
+            key = canonical_header_name(name.decode("ascii"))
+            decoded = [v.decode("latin-1") for v in values]
+        except UnicodeDecodeError:
+            raise BadRequest("header names must be ASCII") from None
+        if key in HOP_BY_HOP:
+            continue
+        out.setdefault(key, []).extend(decoded)
+    return tuple(sorted((k, ", ".join(v)) for k, v in out.items()))
+
+
+@dataclass(frozen=True)
+class CanonicalRequest:
+    """One request exactly as the policy sees it and dockerd will receive it.
+
+    ``body`` is the parsed JSON body or None; ``json_body`` its serialization
+    by dsfw (what is forwarded), or None when the body is an opaque stream
+    (``stream_body``) or absent.  ``upgrade`` names the protocol of a hijack the
+    client asked for (``tcp`` or ``h2c``).
+    """
+
+    method: str
+    target: CanonicalTarget
+    headers: tuple[tuple[str, str], ...]
+    body: Any = None
+    json_body: bytes | None = None
+    stream_body: bool = False
+    upgrade: str | None = None
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document the policy evaluates, with the original firewall's fields first."""
+    doc: dict[str, Any] = {
+        "Method": req.method,
+        "Path": req.target.policy_path(),
+        "Headers": dict(req.headers),
+        "Body": req.body,
+        "PathPlain": req.target.plain_path,
+        "Version": req.target.version,
+        "Query": req.target.query_dict(),
+    }
+    if req.upgrade:
+        doc["Upgrade"] = req.upgrade
+    if peer is not None:
+        doc["Peer"] = peer
+    if extra:
+        doc.update(extra)
+    return doc
+
+
+def redacted_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers safe to log: credentials replaced by a marker."""
+    return {k: ("<redacted>" if k in SECRET_HEADERS else v) for k, v in headers.items()}
