@@ -30,6 +30,8 @@ class PolicyDecision:
     package: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     engine: str = "embedded"
+    # Which policy set decided (see PolicyEngine.revision), for logs.
+    revision: str = ""
 
     def message(self) -> str:
         if self.reasons:

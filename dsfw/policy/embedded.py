@@ -1,85 +1,147 @@
-"""The embedded Rego engine: Microsoft's regorus, compiled once per policy set."""
+"""The embedded Rego engine: Microsoft's regorus, in process.
+
+Evaluation runs on the reactor thread on purpose. One decision on the shipped
+policies costs tens of microseconds (``bench/bench_policy.py`` measures it;
+about 70 µs in NOTES.md), less than handing the work to a thread pool and back
+would, and it keeps the regorus engine on one thread. A policy that is slow to
+evaluate would change that trade; measure before moving it.
+
+The compiled policy is replaced as a whole: :meth:`EmbeddedEngine.reload`
+builds a new engine from the directory and swaps it in only if the whole
+directory loaded, so a broken edit never leaves a half-loaded policy -- the
+last good one stays in force and the failure is logged.
+"""
 from __future__ import annotations
 
 import json
-import os
-import re
 from typing import Any
 
-import regorus
+import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 
 from dsfw.errors import PolicyEngineError
-from dsfw.policy import PolicyDecision
+from dsfw.policy import AUTHZ, PolicyDecision
+from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
+from dsfw.policy.rego_source import describe_regorus_error
+from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
+
+__all__ = ["EmbeddedEngine", "PolicyLoadError"]
+
+log = structlog.get_logger("dsfw.policy")
+
+_NO_RULE = "not a valid rule path"
 
 
-class PolicyLoadError(Exception):
-    """A policy directory cannot be loaded; names the file that broke it."""
+def _rule_value(policy: LoadedPolicy, rule: str) -> Any:
+    """The value of ``rule`` for the input already set; UNDEFINED if none."""
+    if rule in policy.missing_rules:
+        return UNDEFINED
+    try:
+        value = policy.engine.eval_rule(rule)
+    except Exception as e:  # regorus raises RuntimeError for every failure
+        if _NO_RULE in str(e).split("\n", 1)[0]:
+            policy.missing_rules.add(rule)
+            return UNDEFINED
+        raise PolicyEngineError(f"policy evaluation of {rule} failed: {describe_regorus_error(e)}") from e
+    return UNDEFINED if value is None else value
 
 
-def _rego_files(policy_dir: str) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(policy_dir):
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(".rego"):
-                found.append(os.path.join(root, name))
-    return found
-
-
-# Deprecated OPA built-ins that regorus does not know, mapped to their modern names.
-_DEPRECATED_BUILTINS = {"re_match": "regex.match"}
-_DEPRECATED_RE = re.compile(r"\b(" + "|".join(_DEPRECATED_BUILTINS) + r")\s*\(")
-
-
-def modernize_builtins(source: str) -> str:
-    """Rename calls of deprecated built-ins so old policies load unmodified."""
-    return _DEPRECATED_RE.sub(lambda m: _DEPRECATED_BUILTINS[m.group(1)] + "(", source)
-
-
-def compile_policy_dir(policy_dir: str) -> regorus.Engine:
-    """Parse every ``*.rego`` under ``policy_dir`` into one engine."""
-    if not os.path.isdir(policy_dir):
-        raise PolicyLoadError(f"policy directory {policy_dir!r} does not exist")
-    engine = regorus.Engine()
-    engine.set_rego_v0(True)
-    for path in _rego_files(policy_dir):
-        try:
-            with open(path, encoding="utf-8") as f:
-                engine.add_policy(path, modernize_builtins(f.read()))
-        except (OSError, RuntimeError, ValueError) as e:
-            raise PolicyLoadError(f"{path}: {str(e).splitlines()[0]}") from e
-    return engine
+def _warn_if_no_authz(policy: LoadedPolicy, policy_dir: str) -> None:
+    policy.engine.set_input_json("{}")
+    try:
+        value = _rule_value(policy, f"data.{AUTHZ}.allow")
+    except PolicyEngineError:
+        return  # the rule exists; it just cannot be evaluated without a request
+    if value is UNDEFINED and f"data.{AUTHZ}.allow" in policy.missing_rules:
+        log.warning(
+            "policy.no_authz_allow",
+            policy_dir=policy_dir,
+            revision=policy.revision,
+            consequence="every request will be denied",
+        )
 
 
 class EmbeddedEngine:
-    """Decides inputs with an in-process regorus engine."""
+    """Decides inputs with the policy directory compiled into regorus.
+
+    ``EmbeddedEngine(policy_dir)`` loads the directory or raises
+    :class:`PolicyLoadError` (start-up must fail on a broken policy).
+    :meth:`reload` re-reads it on demand (wire SIGHUP to it);
+    :meth:`reload_if_changed` is what a poller calls (see
+    :mod:`dsfw.policy.watch`).
+    """
 
     name = "embedded"
 
     def __init__(self, policy_dir: str):
         self._policy_dir = policy_dir
-        self._engine = compile_policy_dir(policy_dir)
-        self._packages = set(self._engine.get_packages())
+        self._fingerprint = fingerprint(policy_dir)
+        self._policy = load_policy_dir(policy_dir)
+        log.info("policy.loaded", policy_dir=policy_dir, revision=self._policy.revision,
+                 files=len(self._policy.modules) + len(self._policy.data_files))
+        _warn_if_no_authz(self._policy, policy_dir)
+
+    @property
+    def policy_dir(self) -> str:
+        return self._policy_dir
 
     def revision(self) -> str:
-        return "embedded"
+        """A short hash of the loaded files' names and contents."""
+        return self._policy.revision
+
+    def reload(self) -> bool:
+        """Load the directory again; keep the policy in force if that fails.
+
+        Returns True when a new policy set was installed. Never raises: it is
+        called from a signal handler and a timer, where nobody could catch it.
+        """
+        self._fingerprint = fingerprint(self._policy_dir)
+        try:
+            policy = load_policy_dir(self._policy_dir)
+        except PolicyLoadError as e:
+            log.error("policy.reload_failed", policy_dir=self._policy_dir, error=str(e),
+                      revision_in_force=self._policy.revision)
+            return False
+        except Exception as e:  # a bug here must not take the running policy down
+            log.exception("policy.reload_failed", policy_dir=self._policy_dir, error=repr(e),
+                          revision_in_force=self._policy.revision)
+            return False
+        previous, self._policy = self._policy, policy
+        if policy.revision != previous.revision:
+            log.info("policy.reloaded", policy_dir=self._policy_dir, revision=policy.revision,
+                     previous_revision=previous.revision)
+        _warn_if_no_authz(policy, self._policy_dir)
+        return True
+
+    def reload_if_changed(self) -> bool:
+        """Reload when file names, sizes or mtimes changed since the last attempt.
+
+        A failed attempt is remembered too, so a broken file is reported once,
+        not on every poll, and the next edit is tried again.
+        """
+        if fingerprint(self._policy_dir) == self._fingerprint:
+            return False
+        return self.reload()
 
     def evaluate(self, package: str, input_doc: dict[str, Any]) -> PolicyDecision:
         """Decide synchronously; raises PolicyEngineError on evaluation errors."""
-        if f"data.{package}" not in self._packages:
-            return PolicyDecision(False, package, (f"no policy defines data.{package}.allow",))
+        check_package(package)
+        policy = self._policy
         try:
-            self._engine.set_input_json(json.dumps(input_doc))
-            allowed = self._engine.eval_rule(f"data.{package}.allow")
-        except RuntimeError as e:
-            raise PolicyEngineError(
-                f"policy evaluation of data.{package}.allow failed: {str(e).splitlines()[0]}"
-            ) from e
-        return PolicyDecision(allowed is True, package)
+            policy.engine.set_input_json(json.dumps(input_doc))
+        except (TypeError, ValueError) as e:
+            raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        except Exception as e:
+            raise PolicyEngineError(f"policy input rejected: {describe_regorus_error(e)}") from e
+        allow = _rule_value(policy, f"data.{package}.allow")
+        deny = _rule_value(policy, f"data.{package}.deny")
+        return make_decision(package, allow, deny, self.name, policy.revision)
 
     def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
+        """:meth:`evaluate` as a Deferred; failures come back as a failing Deferred."""
         try:
             return succeed(self.evaluate(package, input_doc))
-        except Exception as e:
+        except PolicyEngineError as e:
             return fail(e)
+        except Exception as e:
+            return fail(PolicyEngineError(f"policy evaluation failed: {e!r}"))

@@ -1,0 +1,184 @@
+"""Turning a policy directory into one compiled regorus engine.
+
+Discovery follows ``opa run <dir>``: every ``*.rego`` file below the directory
+is a module (``*_test.rego`` too; ``test_`` rules are harmless), and every
+``*.json``, ``*.yaml`` and ``*.yml`` file is data, placed under ``data`` at its
+directory's path relative to the policy directory (the file name is not part
+of the path, so ``users/data.json`` holding ``{"alice": ...}`` becomes
+``data.users.alice``; a bundle's ``data.json``/``data.yaml`` naming fits this).
+Objects from several files are merged; two files setting the same non-object
+key is an error naming both. Names starting with ``.`` (editor lock files, VCS
+directories) are skipped.
+
+Everything is read and compiled up front, once per load, so a request never
+parses Rego; a failed load raises and leaves whatever was in force untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import regorus
+import yaml
+
+from dsfw.policy.rego_source import (
+    COMPAT_MODULE,
+    COMPAT_PATH,
+    RegoModule,
+    RegoSyntaxError,
+    code_only,
+    defined_functions,
+    describe_regorus_error,
+    prepare_module,
+)
+
+POLICY_SUFFIXES = (".rego",)
+DATA_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+class PolicyLoadError(Exception):
+    """A policy directory cannot be loaded; the message names the file that broke it."""
+
+
+@dataclass
+class LoadedPolicy:
+    """One compiled policy set and what identifies it."""
+
+    engine: Any  # regorus.Engine
+    revision: str
+    modules: tuple[RegoModule, ...]
+    data_files: tuple[str, ...]
+    # Rule paths regorus said do not exist; filled lazily by the evaluator.
+    missing_rules: set[str] = field(default_factory=set)
+
+
+def policy_files(policy_dir: str) -> list[str]:
+    """Every policy and data file below ``policy_dir``, in a stable order."""
+    found = []
+    for root, dirs, files in os.walk(policy_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and name.endswith(POLICY_SUFFIXES + DATA_SUFFIXES):
+                found.append(os.path.join(root, name))
+    return found
+
+
+def fingerprint(policy_dir: str) -> tuple | None:
+    """Cheap identity of the directory's state (names, sizes, mtimes) for polling."""
+    try:
+        entries = []
+        for path in policy_files(policy_dir):
+            st = os.stat(path)
+            entries.append((path, st.st_size, st.st_mtime_ns))
+        return (os.stat(policy_dir).st_mtime_ns, tuple(entries))
+    except OSError:
+        return None
+
+
+def data_path(policy_dir: str, path: str) -> list[str]:
+    """Where a data file's content goes under ``data``: its directory's path."""
+    rel = os.path.relpath(os.path.dirname(path), policy_dir)
+    return [] if rel == "." else rel.split(os.sep)
+
+
+def _parse_data(path: str, raw: bytes) -> Any:
+    try:
+        if path.endswith(".json"):
+            return json.loads(raw.decode("utf-8"))
+        return yaml.safe_load(raw.decode("utf-8"))
+    except (ValueError, yaml.YAMLError) as e:
+        raise PolicyLoadError(f"{path}: cannot parse data file: {e}") from e
+
+
+def merge_data(tree: dict, path: list[str], value: Any, origin: str, owners: dict) -> None:
+    """Put ``value`` at ``path`` in ``tree``, merging objects, refusing overwrites.
+
+    ``owners`` maps each key path to the file that first set it, so a conflict
+    names both files.
+    """
+    if not path and not isinstance(value, dict):
+        raise PolicyLoadError(f"{origin}: data at the root of the policy directory must be an object")
+    for key in reversed(path):
+        value = {key: value}
+    _merge(tree, value, (), origin, owners)
+
+
+def _merge(dst: dict, src: dict, prefix: tuple, origin: str, owners: dict) -> None:
+    for key, item in src.items():
+        here = prefix + (key,)
+        if key not in dst:
+            dst[key] = item
+            owners[here] = origin
+        elif isinstance(dst[key], dict) and isinstance(item, dict):
+            _merge(dst[key], item, here, origin, owners)
+        else:
+            owner = next(owners[here[:i]] for i in range(len(here), 0, -1) if here[:i] in owners)
+            raise PolicyLoadError(
+                f"{origin}: data key {'.'.join(map(str, here))!r} is also set by {owner}"
+            )
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise PolicyLoadError(f"{path}: cannot read: {e.strerror}") from e
+
+
+def _decode(path: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyLoadError(f"{path}: not UTF-8: {e}") from e
+
+
+def load_policy_dir(policy_dir: str) -> LoadedPolicy:
+    """Read, check and compile ``policy_dir``; raise PolicyLoadError if anything is wrong."""
+    if not os.path.isdir(policy_dir):
+        raise PolicyLoadError(f"policy directory {policy_dir!r} does not exist")
+    files = policy_files(policy_dir)
+    contents = {path: _read(path) for path in files}
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.path.relpath(path, policy_dir).encode() + b"\0" + contents[path] + b"\0")
+
+    rego_paths = [p for p in files if p.endswith(POLICY_SUFFIXES)]
+    sources = {p: _decode(p, contents[p]) for p in rego_paths}
+    own_functions: set[str] = set()
+    for source in sources.values():
+        own_functions |= defined_functions(code_only(source))
+    modules = []
+    for path in rego_paths:
+        try:
+            modules.append(prepare_module(path, sources[path], own_functions))
+        except RegoSyntaxError as e:
+            raise PolicyLoadError(str(e)) from e
+
+    engine = regorus.Engine()
+    if any(m.uses_compat for m in modules):
+        engine.add_policy(COMPAT_PATH, COMPAT_MODULE)
+    for module in modules:
+        engine.set_rego_v0(module.version == 0)
+        try:
+            engine.add_policy(module.path, module.source)
+        except Exception as e:  # regorus: RuntimeError with a rendered report
+            raise PolicyLoadError(describe_regorus_error(e)) from e
+
+    data_files = [p for p in files if p.endswith(DATA_SUFFIXES)]
+    tree: dict = {}
+    owners: dict = {}
+    for path in data_files:
+        value = _parse_data(path, contents[path])
+        if value is None:  # an empty YAML file
+            continue
+        merge_data(tree, data_path(policy_dir, path), value, path, owners)
+    if tree:
+        try:
+            engine.add_data_json(json.dumps(tree))
+        except Exception as e:
+            raise PolicyLoadError(f"data files under {policy_dir}: {describe_regorus_error(e)}") from e
+    return LoadedPolicy(engine, digest.hexdigest()[:12], tuple(modules), tuple(data_files))

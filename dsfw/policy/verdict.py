@@ -1,0 +1,79 @@
+"""From the values of ``allow`` and ``deny`` to a :class:`PolicyDecision`.
+
+Both engines (embedded and OPA) end here, so the rule is written once: a
+request is allowed only if ``allow`` is exactly ``true`` and ``deny`` holds no
+message. Anything else -- undefined, ``false``, ``1``, ``"yes"`` -- is a
+denial, and the denial says why: the policy's own deny messages if it gave
+any, otherwise which rule said no and with what value.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from dsfw.errors import PolicyEngineError
+from dsfw.policy import PolicyDecision
+
+
+class _Undefined:
+    """The value of a rule that does not exist or did not produce a value."""
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED: Any = _Undefined()
+
+_PACKAGE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def check_package(package: str) -> str:
+    """A package name as a dotted path of identifiers, or PolicyEngineError.
+
+    Packages are spliced into queries and URLs, so nothing else gets through.
+    """
+    if not isinstance(package, str) or not _PACKAGE_RE.match(package):
+        raise PolicyEngineError(f"invalid policy package name {package!r}")
+    return package
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, sort_keys=True, default=sorted)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def deny_messages(package: str, deny: Any) -> tuple[str, ...]:
+    """The messages a ``deny`` value carries; a non-empty oddity still denies."""
+    if deny is UNDEFINED or deny is None or deny is False:
+        return ()
+    if deny is True:
+        return (f"request denied by policy data.{package}.deny",)
+    if isinstance(deny, (set, frozenset, list, tuple, dict)):
+        items = sorted(deny, key=_short) if isinstance(deny, (set, frozenset, dict)) else list(deny)
+        return tuple(item if isinstance(item, str) else _short(item) for item in items)
+    if isinstance(deny, str):
+        return (deny,) if deny else ()
+    return (f"request denied by policy data.{package}.deny ({_short(deny)})",)
+
+
+def describe_value(value: Any) -> str:
+    """How a non-true ``allow`` is named in a denial."""
+    if value is UNDEFINED:
+        return "undefined"
+    if value is False:
+        return "false"
+    return f"non-boolean value {_short(value)}"
+
+
+def make_decision(package: str, allow: Any, deny: Any, engine: str, revision: str = "") -> PolicyDecision:
+    """The decision for one evaluation's ``allow`` and ``deny`` values."""
+    reasons = deny_messages(package, deny)
+    if allow is True and not reasons:
+        return PolicyDecision(True, package, (), engine, revision)
+    if not reasons:
+        reasons = (f"request denied by policy data.{package}.allow ({describe_value(allow)})",)
+    return PolicyDecision(False, package, reasons, engine, revision)
