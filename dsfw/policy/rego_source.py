@@ -69,6 +69,7 @@ _CALL_RE = re.compile(
     + "|".join(re.escape(n) for n in sorted(DEPRECATED_BUILTINS, key=len, reverse=True))
     + r")(?=\s*\()"
 )
+_V1_WORDS_RE = re.compile(r"\b(if|contains)\b")
 _IMPORT_V1_RE = re.compile(r"^[ \t]*import[ \t]+rego\.v1\b", re.M)
 _LOCATION_RE = re.compile(r"-->\s*(.*?):(\d+):(\d+)")
 _ERROR_RE = re.compile(r"^error:\s*(.*)$", re.M)
@@ -195,14 +196,17 @@ def rego_version(path: str, source: str) -> int:
     as_v0 = _parse_error(path, source, v0=True)
     if as_v0 is None:
         return 0
-    # Report first the reading that got further into the file: it is the
-    # likelier intent, and its line is where the author should look.
+    # Report first the reading that got further into the file (it is the
+    # likelier intent, and its line is where to look); on a tie, the version
+    # whose keywords the file uses.
+    looks_v1 = bool(_V1_WORDS_RE.search(code_only(source)))
     readings = sorted(
-        [("Rego v1", as_v1), ("Rego v0", as_v0)],
-        key=lambda r: _error_position(r[1]),
+        [("Rego v1", as_v1, looks_v1), ("Rego v0", as_v0, not looks_v1)],
+        key=lambda r: (_error_position(r[1]), r[2]),
         reverse=True,
     )
-    (best_name, best), (other_name, other) = readings
+    (best_name, best, _), (other_name, other, _) = readings
+    other = other[len(path) + 1:] if other.startswith(path + ":") else other
     raise RegoSyntaxError(f"{best} (read as {best_name}; as {other_name}: {other})")
 
 

@@ -1,0 +1,195 @@
+"""Asking a running OPA over its REST Data API.
+
+One request per decision: ``POST /v1/data/<package path>`` with
+``{"input": ...}``, which returns the whole package document, so ``allow``
+and ``deny`` are read from the same evaluation -- and from the same policy
+revision, even while OPA swaps bundles. (Two requests, one per rule, could
+straddle a bundle update.) The answer is judged by :mod:`dsfw.policy.verdict`
+like the embedded engine's: ``{"result": {"allow": true}}`` allows.
+
+Every failure fails closed with :class:`PolicyEngineError` naming the cause:
+no answer within ``timeout`` seconds, connection refused, an HTTP error (OPA's
+``{"code": ..., "message": ...}`` is quoted), an answer that is not JSON or
+not an object, and an undefined document (no ``"result"`` key: no policy at
+that path).
+
+``url`` is ``http://host:port`` (an optional path prefix is kept) or
+``unix:///path/to/opa.sock``. The client owns its connection pool -- never
+treq's global one -- and :meth:`OpaEngine.close` closes it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from treq.client import HTTPClient
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, fail
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from dsfw.errors import PolicyEngineError
+from dsfw.policy import PolicyDecision
+from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
+
+log = structlog.get_logger("dsfw.policy")
+
+DEFAULT_TIMEOUT = 2.0
+_MAX_ERROR_TEXT = 200
+
+
+@implementer(IAgentEndpointFactory)
+class _UNIXEndpointFactory:
+    """Every request, whatever its host, goes to one UNIX socket."""
+
+    def __init__(self, reactor: Any, path: str):
+        self._reactor = reactor
+        self._path = path
+
+    def endpointForURI(self, uri: Any) -> UNIXClientEndpoint:
+        return UNIXClientEndpoint(self._reactor, self._path)
+
+
+def _read_token(token_file: str) -> str:
+    try:
+        with open(token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"OPA token file {token_file!r} cannot be read: {e.strerror}") from e
+    if not token:
+        raise ValueError(f"OPA token file {token_file!r} is empty")
+    return token
+
+
+def _opa_error_text(body: bytes) -> str:
+    """OPA's ``{"code", "message"}`` error, or the start of whatever came back."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and ("code" in doc or "message" in doc):
+        return f"{doc.get('code', '?')}: {doc.get('message', '')}"[:_MAX_ERROR_TEXT]
+    return body[:_MAX_ERROR_TEXT].decode("utf-8", "replace") or "empty body"
+
+
+class OpaEngine:
+    """A :class:`dsfw.policy.PolicyEngine` backed by OPA's REST API.
+
+    ``reactor`` must provide TCP/UNIX connections and time; ``clock`` (default:
+    the reactor) runs the timeout, so tests can use a controlled clock while
+    the connection is real.
+    """
+
+    name = "opa"
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        token_file: str | None = None,
+        clock: Any = None,
+    ):
+        if timeout <= 0:
+            raise ValueError("OPA timeout must be positive")
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
+        self._timeout = timeout
+        self._token_file = token_file
+        self._token = _read_token(token_file) if token_file else None
+        self._url = url
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError(f"OPA url {url!r} names no socket path")
+            agent = Agent.usingEndpointFactory(
+                reactor, _UNIXEndpointFactory(reactor, parts.path), pool=self._pool
+            )
+            self._base = "http://opa"
+        elif parts.scheme in ("http", "https") and parts.netloc:
+            agent = Agent(reactor, pool=self._pool)
+            self._base = url.rstrip("/")
+        else:
+            raise ValueError(f"OPA url {url!r} must be http://host:port or unix:///path")
+        self._client = HTTPClient(agent)
+
+    def revision(self) -> str:
+        """OPA holds the policy; this names where it is asked."""
+        return f"opa {self._url}"
+
+    def reload(self) -> bool:
+        """Re-read the token file (wire to SIGHUP with the embedded engine's reload)."""
+        if not self._token_file:
+            return True
+        try:
+            self._token = _read_token(self._token_file)
+        except ValueError as e:
+            log.error("policy.opa_token_reload_failed", error=str(e))
+            return False
+        return True
+
+    def close(self) -> Deferred:
+        """Close the pooled connections; fires when they are closed."""
+        return self._pool.closeCachedConnections()
+
+    def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
+        try:
+            check_package(package)
+            body = json.dumps({"input": input_doc}).encode("utf-8")
+        except PolicyEngineError as e:
+            return fail(e)
+        except (TypeError, ValueError) as e:
+            return fail(PolicyEngineError(f"policy input cannot be encoded: {e}"))
+        path = "/v1/data/" + package.replace(".", "/")
+        headers = {b"Content-Type": [b"application/json"]}
+        if self._token:
+            headers[b"Authorization"] = [b"Bearer " + self._token.encode("utf-8")]
+        d = self._client.post(self._base + path, data=body, headers=headers)
+        d.addCallback(lambda response: response.content().addCallback(
+            lambda content: (response.code, content)))
+        d.addTimeout(self._timeout, self._clock)
+        d.addCallbacks(
+            lambda answer: self._judge(package, path, *answer),
+            lambda f: self._failure(path, f),
+        )
+        return d
+
+    def _judge(self, package: str, path: str, status: int, content: bytes) -> PolicyDecision:
+        if status >= 300:
+            raise PolicyEngineError(f"OPA answered {status} for {path}: {_opa_error_text(content)}")
+        try:
+            doc = json.loads(content)
+        except ValueError:
+            raise PolicyEngineError(f"OPA answered malformed JSON for {path}") from None
+        if not isinstance(doc, dict):
+            raise PolicyEngineError(f"OPA answered malformed JSON for {path}: not an object")
+        if "result" not in doc:
+            raise PolicyEngineError(f"OPA has no policy at data.{package} (undefined result)")
+        result = doc["result"]
+        if not isinstance(result, dict):
+            raise PolicyEngineError(
+                f"OPA answered an unexpected result for data.{package}: expected the package object"
+            )
+        return make_decision(
+            package, result.get("allow", UNDEFINED), result.get("deny", UNDEFINED), self.name, self.revision()
+        )
+
+    def _failure(self, path: str, failure: Any) -> Any:
+        if failure.check(PolicyEngineError):
+            return failure
+        if failure.check(DeferredTimeout):
+            cause = f"no answer within {self._timeout:g} s"
+        elif failure.check(ierror.ConnectionRefusedError):
+            cause = "connection refused"
+        elif failure.check(ierror.ConnectError, ierror.DNSLookupError):
+            cause = f"cannot connect: {failure.getErrorMessage()}"
+        elif failure.check(ResponseFailed):
+            cause = "connection lost before the answer was complete"
+        else:
+            cause = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        raise PolicyEngineError(f"OPA at {self._url} failed for {path}: {cause}")

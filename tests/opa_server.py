@@ -1,0 +1,155 @@
+"""A stand-in for OPA's REST Data API, backed by dsfw's embedded regorus engine.
+
+No OPA binary can be installed on the machines dsfw is tested on, so the OPA
+client is tested against this: the documented Data API, with the same policy
+loading as the embedded engine.
+
+- ``POST /v1/data/{path}`` with ``{"input": ...}`` (the body and ``input`` are
+  optional) -> ``200 {"result": <document>}``, or ``200 {}`` when the document
+  is undefined;
+- ``GET /v1/data/{path}`` (``?input=<json>`` optional) -> the same;
+- a body that is not JSON, or not an object -> ``400 {"code": "invalid_parameter", ...}``;
+- a token configured and no matching ``Authorization: Bearer`` -> ``401 {"code": "unauthorized", ...}``;
+- an evaluation error -> ``500 {"code": "internal_error", ...}``;
+- any other path -> ``404 {"code": "resource_not_found", ...}``.
+
+In process: ``Site(OpaDataResource(policy_dir, token=...))`` on any endpoint.
+As a process::
+
+    python3 tests/opa_server.py --policyDir policies --listen unix:/tmp/opa.sock
+    python3 tests/opa_server.py --policyDir policies --listen tcp:8181 [--token-file F]
+
+(``tcp:PORT`` listens on 127.0.0.1 only.) It prints ``listening`` once ready.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+from urllib.parse import unquote
+
+if __package__ in (None, ""):  # run as a script: make the dsfw package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from dsfw.policy.loader import load_policy_dir
+from dsfw.policy.rego_source import describe_regorus_error
+
+
+
+def _error(request: Request, status: int, code: str, message: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps({"code": code, "message": message}).encode() + b"\n"
+
+
+def data_query(segments: list[str]) -> str:
+    """``["docker", "authz"]`` -> ``data["docker"]["authz"]`` (any key is quotable)."""
+    return "data" + "".join(f"[{json.dumps(s)}]" for s in segments)
+
+
+class OpaDataResource(Resource):
+    """The root of an OPA-like server; only ``/v1/data/...`` is served."""
+
+    isLeaf = True
+
+    def __init__(self, policy_dir: str, token: str | None = None):
+        super().__init__()
+        self.policy = load_policy_dir(policy_dir)
+        self.token = token
+        self.requests: list[tuple[bytes, bytes]] = []  # (method, path), for tests
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        header = request.getHeader(b"authorization") or ""
+        return header == f"Bearer {self.token}"
+
+    def _segments(self, request: Request) -> list[str] | None:
+        path = request.path.decode("utf-8", "replace")
+        if path != "/v1/data" and not path.startswith("/v1/data/"):
+            return None
+        return [unquote(s) for s in path[len("/v1/data"):].split("/") if s]
+
+    def _input(self, request: Request) -> tuple[bool, Any]:
+        """(has input, input) from the body (POST) or ``?input=`` (GET); ValueError if bad."""
+        if request.method == b"GET":
+            raw = request.args.get(b"input", [None])[0]
+            return (False, None) if raw is None else (True, json.loads(raw))
+        body = request.content.read() if request.content is not None else b""
+        if not body.strip():
+            return False, None
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError("request body must be a JSON object")
+        return ("input" in doc), doc.get("input")
+
+    def render(self, request: Request) -> bytes:
+        self.requests.append((request.method, request.path))
+        if not self._authorized(request):
+            return _error(request, 401, "unauthorized", "missing or invalid bearer token")
+        segments = self._segments(request)
+        if segments is None:
+            return _error(request, 404, "resource_not_found", "not found")
+        if request.method not in (b"GET", b"POST"):
+            return _error(request, 405, "method_not_allowed", "method not allowed")
+        try:
+            has_input, input_doc = self._input(request)
+        except (ValueError, UnicodeDecodeError) as e:
+            return _error(request, 400, "invalid_parameter", f"body contains malformed input document: {e}")
+        engine = self.policy.engine
+        try:
+            engine.set_input_json(json.dumps(input_doc if has_input else {}))
+            answer = json.loads(engine.eval_query_as_json(data_query(segments)))
+        except Exception as e:  # regorus: RuntimeError
+            return _error(request, 500, "internal_error", describe_regorus_error(e))
+        results = answer.get("result") or []
+        request.setHeader(b"content-type", b"application/json")
+        if not results:
+            return b"{}\n"
+        return json.dumps({"result": results[0]["expressions"][0]["value"]}).encode() + b"\n"
+
+
+def listen_description(listen: str) -> str:
+    """``unix:/path`` or ``tcp:PORT`` -> a server endpoint string bound to loopback."""
+    if listen.startswith("unix:"):
+        return "unix:" + listen[len("unix:"):].replace(":", r"\:")
+    if listen.startswith("tcp:"):
+        return f"tcp:{int(listen[len('tcp:'):])}:interface=127.0.0.1"
+    raise SystemExit(f"--listen must be unix:/path or tcp:PORT, not {listen!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policyDir", required=True)
+    parser.add_argument("--listen", required=True, help="unix:/path or tcp:PORT (127.0.0.1)")
+    parser.add_argument("--token-file", help="require 'Authorization: Bearer <contents>'")
+    args = parser.parse_args(argv)
+
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    site = Site(OpaDataResource(args.policyDir, token))
+    d = serverFromString(reactor, listen_description(args.listen)).listen(site)
+
+    def ready(port: Any) -> None:
+        print("listening", flush=True)
+
+    def failed(f: Any) -> None:
+        print(f"cannot listen: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+        reactor.stop()
+
+    d.addCallbacks(ready, failed)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
