@@ -66,8 +66,8 @@ class OpaDataResource(Resource):
     def _authorized(self, request: Request) -> bool:
         if self.token is None:
             return True
-        header = request.getHeader(b"authorization") or ""
-        return header == f"Bearer {self.token}"
+        header = request.getHeader(b"authorization") or b""
+        return header == f"Bearer {self.token}".encode("utf-8")
 
     def _segments(self, request: Request) -> list[str] | None:
         path = request.path.decode("utf-8", "replace")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from structlog.testing import capture_logs
 from twisted.internet.task import Clock
@@ -33,7 +35,21 @@ def write(root: str, files: dict[str, str]) -> str:
     return root
 
 
+def temp_dir(case: SynchronousTestCase) -> str:
+    """A fresh directory outside the source tree, removed after ``case``.
+
+    (trial's ``mktemp`` is relative to the working directory, which under
+    pytest is the checkout.)
+    """
+    path = tempfile.mkdtemp(prefix="dsfw-policy-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
 class EmbeddedTestCase(SynchronousTestCase):
+    def mktemp(self) -> str:
+        return os.path.join(temp_dir(self), "d")
+
     def engine(self, files: dict[str, str]) -> EmbeddedEngine:
         return EmbeddedEngine(write(self.mktemp(), files))
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import structlog
 from treq.client import HTTPClient
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, fail
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.iweb import IAgentEndpointFactory
@@ -152,7 +152,7 @@ class OpaEngine:
         d = self._client.post(self._base + path, data=body, headers=headers)
         d.addCallback(lambda response: response.content().addCallback(
             lambda content: (response.code, content)))
-        d.addTimeout(self._timeout, self._clock)
+        d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
         d.addCallbacks(
             lambda answer: self._judge(package, path, *answer),
             lambda f: self._failure(path, f),
@@ -179,12 +179,14 @@ class OpaEngine:
             package, result.get("allow", UNDEFINED), result.get("deny", UNDEFINED), self.name, self.revision()
         )
 
+    def _timed_out(self, result: Any, timeout: float) -> Any:
+        # The agent reports a cancelled request in its own wrappers; say what happened.
+        raise PolicyEngineError(f"OPA at {self._url} failed: no answer within {timeout:g} s")
+
     def _failure(self, path: str, failure: Any) -> Any:
         if failure.check(PolicyEngineError):
             return failure
-        if failure.check(DeferredTimeout):
-            cause = f"no answer within {self._timeout:g} s"
-        elif failure.check(ierror.ConnectionRefusedError):
+        if failure.check(ierror.ConnectionRefusedError):
             cause = "connection refused"
         elif failure.check(ierror.ConnectError, ierror.DNSLookupError):
             cause = f"cannot connect: {failure.getErrorMessage()}"
