@@ -89,8 +89,12 @@ class ShippedPolicyTests(EmbeddedTestCase):
             self.assertEqual(decision.revision, self.e.revision())
 
     def test_build_of_node_denied(self):
-        self.assertFalse(self.decide(self.e, {"Dockerfile": ["FROM node"]}, BUILD).allowed)
-        self.assertTrue(self.decide(self.e, {"Dockerfile": ["FROM alpine"]}, BUILD).allowed)
+        for line in ("FROM node", "FROM node:18", "from node AS build",
+                     "FROM --platform=linux/amd64 docker.io/library/node@sha256:ab"):
+            decision = self.decide(self.e, {"Dockerfile": ["FROM alpine", line]}, BUILD)
+            self.assertFalse(decision.allowed, line)
+        for lines in (["FROM alpine"], ["FROM nodejs"], ["FROM busybox", "RUN echo FROM node"]):
+            self.assertTrue(self.decide(self.e, {"Dockerfile": lines}, BUILD).allowed, lines)
 
 
 class LoadingTests(EmbeddedTestCase):
