@@ -310,6 +310,7 @@ class ReloadTests(EmbeddedTestCase):
         failed = [entry for entry in logs if entry["event"] == "policy.reload_failed"]
         self.assertEqual(len(failed), 1)
         self.assertIn("authz.rego", failed[0]["error"])
+        self.assertEqual(failed[0]["file"], os.path.join(self.root, "authz.rego"))
         self.assertEqual(failed[0]["log_level"], "error")
         self.assertTrue(self.allowed(), "the last good policy stays in force")
         self.assertEqual(self.e.revision(), first)

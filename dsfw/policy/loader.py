@@ -40,7 +40,14 @@ DATA_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 class PolicyLoadError(Exception):
-    """A policy directory cannot be loaded; the message names the file that broke it."""
+    """A policy directory cannot be loaded; the message names the file that broke it.
+
+    ``path`` is that file (or the directory), for logs that want it as a field.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass
@@ -90,7 +97,7 @@ def _parse_data(path: str, raw: bytes) -> Any:
             return json.loads(raw.decode("utf-8"))
         return yaml.safe_load(raw.decode("utf-8"))
     except (ValueError, yaml.YAMLError) as e:
-        raise PolicyLoadError(f"{path}: cannot parse data file: {e}") from e
+        raise PolicyLoadError(f"{path}: cannot parse data file: {e}", path) from e
 
 
 def merge_data(tree: dict, path: list[str], value: Any, origin: str, owners: dict) -> None:
@@ -100,7 +107,7 @@ def merge_data(tree: dict, path: list[str], value: Any, origin: str, owners: dic
     names both files.
     """
     if not path and not isinstance(value, dict):
-        raise PolicyLoadError(f"{origin}: data at the root of the policy directory must be an object")
+        raise PolicyLoadError(f"{origin}: data at the root of the policy directory must be an object", origin)
     for key in reversed(path):
         value = {key: value}
     _merge(tree, value, (), origin, owners)
@@ -117,7 +124,7 @@ def _merge(dst: dict, src: dict, prefix: tuple, origin: str, owners: dict) -> No
         else:
             owner = next(owners[here[:i]] for i in range(len(here), 0, -1) if here[:i] in owners)
             raise PolicyLoadError(
-                f"{origin}: data key {'.'.join(map(str, here))!r} is also set by {owner}"
+                f"{origin}: data key {'.'.join(map(str, here))!r} is also set by {owner}", origin
             )
 
 
@@ -126,20 +133,20 @@ def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise PolicyLoadError(f"{path}: cannot read: {e.strerror}") from e
+        raise PolicyLoadError(f"{path}: cannot read: {e.strerror}", path) from e
 
 
 def _decode(path: str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise PolicyLoadError(f"{path}: not UTF-8: {e}") from e
+        raise PolicyLoadError(f"{path}: not UTF-8: {e}", path) from e
 
 
 def load_policy_dir(policy_dir: str) -> LoadedPolicy:
     """Read, check and compile ``policy_dir``; raise PolicyLoadError if anything is wrong."""
     if not os.path.isdir(policy_dir):
-        raise PolicyLoadError(f"policy directory {policy_dir!r} does not exist")
+        raise PolicyLoadError(f"policy directory {policy_dir!r} does not exist", policy_dir)
     files = policy_files(policy_dir)
     contents = {path: _read(path) for path in files}
     digest = hashlib.sha256()
@@ -156,7 +163,7 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
         try:
             modules.append(prepare_module(path, sources[path], own_functions))
         except RegoSyntaxError as e:
-            raise PolicyLoadError(str(e)) from e
+            raise PolicyLoadError(str(e), path) from e
 
     engine = regorus.Engine()
     if any(m.uses_compat for m in modules):
@@ -166,7 +173,7 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
         try:
             engine.add_policy(module.path, module.source)
         except Exception as e:  # regorus: RuntimeError with a rendered report
-            raise PolicyLoadError(describe_regorus_error(e)) from e
+            raise PolicyLoadError(describe_regorus_error(e), module.path) from e
 
     data_files = [p for p in files if p.endswith(DATA_SUFFIXES)]
     tree: dict = {}
@@ -180,5 +187,7 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
         try:
             engine.add_data_json(json.dumps(tree))
         except Exception as e:
-            raise PolicyLoadError(f"data files under {policy_dir}: {describe_regorus_error(e)}") from e
+            raise PolicyLoadError(
+                f"data files under {policy_dir}: {describe_regorus_error(e)}", policy_dir
+            ) from e
     return LoadedPolicy(engine, digest.hexdigest()[:12], tuple(modules), tuple(data_files))
