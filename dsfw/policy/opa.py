@@ -149,7 +149,10 @@ class OpaEngine:
         headers = {b"Content-Type": [b"application/json"]}
         if self._token:
             headers[b"Authorization"] = [b"Bearer " + self._token.encode("utf-8")]
-        d = self._client.post(self._base + path, data=body, headers=headers)
+        try:
+            d = self._client.post(self._base + path, data=body, headers=headers)
+        except Exception as e:  # a Deferred-returning function never raises
+            return fail(PolicyEngineError(f"OPA at {self._url}: request not sent: {e!r}"))
         d.addCallback(lambda response: response.content().addCallback(
             lambda content: (response.code, content)))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
