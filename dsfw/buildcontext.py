@@ -155,6 +155,8 @@ class _Counted:
             size = _CHUNK
         try:
             data = self._raw.read(size)
+        except BuildContextError:
+            raise
         except self._errors as exc:
             raise CorruptContext(
                 f"the build context is not valid compressed data ({exc})") from None
