@@ -74,7 +74,14 @@ class CanonicalRequest:
 
 def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The document the policy evaluates, with the original firewall's fields first."""
+    """The document the policy evaluates, with the original firewall's fields first.
+
+    Derived facts (``BindMounts``, ``CapAdd``, ``CapDrop``, ``Privileged``) are
+    computed from the canonical body, the same document dockerd receives;
+    see docs/input.md.
+    """
+    from dsfw.derived import derived_facts  # local: the facts are this function's addition
+
     doc: dict[str, Any] = {
         "Method": req.method,
         "Path": req.target.policy_path(),
@@ -84,6 +91,7 @@ def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
         "Version": req.target.version,
         "Query": req.target.query_dict(),
     }
+    doc.update(derived_facts(req))
     if req.upgrade:
         doc["Upgrade"] = req.upgrade
     if peer is not None:
