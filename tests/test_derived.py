@@ -1,0 +1,108 @@
+"""Derived facts: every host path a request mounts, capabilities in one spelling."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from dsfw.canonical_body import canonicalize_body
+from dsfw.canonical_path import canonical_target
+from dsfw.derived import canonical_capability, derived_facts, facts_for
+from dsfw.inputdoc import CanonicalRequest, input_document
+
+
+def request(method, raw_target, body):
+    target = canonical_target(raw_target)
+    value, forwarded = canonicalize_body(method, target.plain_path, target.version,
+                                         json.dumps(body).encode())
+    return CanonicalRequest(method, target, (), value, forwarded)
+
+
+def same(path):
+    return path
+
+
+def test_binds_mounts_and_local_volume_devices_from_every_place():
+    req = request("POST", b"/v1.41/containers/create", {
+        "Image": "x",
+        "HostConfig": {
+            "Binds": ["/etc/../etc:/e:ro", "named:/n", "/var/run/docker.sock:/s", "/anon"],
+            "Mounts": [{"Type": "bind", "Source": "/srv//data", "Target": "/d"},
+                       {"Type": "volume", "Source": "v", "Target": "/v",
+                        "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {
+                            "type": "none", "o": "bind", "device": "/root"}}}},
+                       {"Type": "volume", "Target": "/w", "VolumeOptions": {
+                           "DriverConfig": {"Name": "nfs", "Options": {"device": "/x"}}}},
+                       {"Type": "tmpfs", "Target": "/t"}]}})
+    assert derived_facts(req, resolve=same)["BindMounts"] == [
+        "/etc", "/var/run/docker.sock", "/srv/data", "/root"]
+
+
+def test_legacy_top_level_binds_count():
+    req = request("POST", b"/containers/create", {"Image": "x", "binds": ["/:/host"]})
+    assert derived_facts(req, resolve=same)["BindMounts"] == ["/"]
+
+
+def test_legacy_start_body_counts_below_1_24_only():
+    body = {"Binds": ["/etc:/e"], "Privileged": True}
+    old = derived_facts(request("POST", b"/v1.23/containers/c/start", body), resolve=same)
+    assert old["BindMounts"] == ["/etc"] and old["Privileged"] is True
+    new = derived_facts(request("POST", b"/v1.24/containers/c/start", body), resolve=same)
+    assert new["BindMounts"] == [] and new["Privileged"] is False
+
+
+def test_volume_create_with_a_local_device():
+    req = request("POST", b"/volumes/create", {"Name": "v", "DriverOpts": {
+        "type": "none", "o": "bind", "device": "/etc"}})
+    assert derived_facts(req, resolve=same)["BindMounts"] == ["/etc"]
+    req = request("POST", b"/volumes/create", {"Name": "v", "Driver": "other",
+                                               "DriverOpts": {"device": "/etc"}})
+    assert derived_facts(req, resolve=same)["BindMounts"] == []
+
+
+def test_symlinks_are_resolved_on_this_host(tmp_path):
+    link = tmp_path / "link"
+    os.symlink("/etc", link)
+    req = request("POST", b"/containers/create", {"Image": "x", "HostConfig": {
+        "Binds": [f"{link}:/e"]}})
+    assert derived_facts(req)["BindMounts"] == ["/etc"]
+
+
+@pytest.mark.parametrize("name,canonical", [
+    ("sys_admin", "CAP_SYS_ADMIN"), ("SYS_ADMIN", "CAP_SYS_ADMIN"), ("cap_sys_admin", "CAP_SYS_ADMIN"),
+    ("CAP_SYS_ADMIN", "CAP_SYS_ADMIN"), ("all", "ALL"), ("All", "ALL"),
+    ("\u017fys_admin", "CAP_SYS_ADMIN"),  # Go's ToUpper maps the long s to S, as Python does
+    ("ne\u00dft", "CAP_NE\u00dfT"),        # but ß has no one-letter upper case in Go
+])
+def test_capability_spellings(name, canonical):
+    assert canonical_capability(name) == canonical
+
+
+def test_caps_and_privileged_in_the_input_document():
+    req = request("POST", b"/v1.41/containers/create", {"Image": "x", "HostConfig": {
+        "CapAdd": "sys_admin", "capdrop": ["all"], "privileged": True}})
+    doc = input_document(req)
+    assert (doc["CapAdd"], doc["CapDrop"], doc["Privileged"]) == (["CAP_SYS_ADMIN"], ["ALL"], True)
+    assert doc["Body"]["HostConfig"]["CapAdd"] == ["sys_admin"]  # forwarded as sent
+
+
+def test_exec_privileged():
+    req = request("POST", b"/containers/c/exec", {"Cmd": ["sh"], "privileged": True})
+    assert derived_facts(req)["Privileged"] is True
+
+
+def test_facts_are_always_present():
+    assert facts_for("GET", "/containers/json", None, None) == {
+        "BindMounts": [], "CapAdd": [], "CapDrop": [], "Privileged": False}
+
+
+@given(st.lists(st.text(alphabet="/ab.:", max_size=12), max_size=4))
+def test_every_absolute_bind_source_is_reported(binds):
+    facts = facts_for("POST", "/containers/create", "1.41",
+                      {"HostConfig": {"Binds": binds}}, resolve=same)
+    for spec in binds:
+        if ":" in spec and spec.startswith("/"):
+            src = spec.split(":", 1)[0]
+            assert os.path.normpath(src) in facts["BindMounts"]
