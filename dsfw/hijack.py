@@ -1,0 +1,110 @@
+"""Connection hijack: after dockerd takes over a connection, splice raw bytes.
+
+``attach``, ``exec start`` and BuildKit's ``/session`` end their HTTP exchange
+with ``101 UPGRADED`` (or, for attach without ``Upgrade``, a ``200`` raw
+stream) and then carry a bidirectional byte stream.  Only a request that dsfw
+parsed, decided and forwarded can get here, and only dockerd's answer opens
+the stream, so after the hijack exactly the stream dockerd accepted flows.
+
+Detaching the client's transport from twisted.web's ``HTTPChannel`` needs its
+private attributes; all of that is kept in :func:`detach_client` so a Twisted
+upgrade that changes them breaks one function (and its tests), not the relay.
+"""
+from __future__ import annotations
+
+from twisted.internet import interfaces
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dsfw.upstream import DockerConnection, ResponseHead
+
+
+def detach_client(request) -> tuple[object, bytes]:
+    """Take the client transport away from twisted.web; return it and unread bytes.
+
+    The channel stops timing out, stops being the transport's producer, and
+    hands over what the client already sent after the request (stdin that
+    raced the ``101``).  The twisted.web request is never finished: nothing
+    more is written by twisted.web on this connection.
+    """
+    channel = request.channel
+    transport = channel.transport
+    channel.setTimeout(None)
+    channel._savedTimeOut = None
+    leftover = b"".join(channel._dataBuffer)
+    channel._dataBuffer = []
+    transport.unregisterProducer()
+    # The channel may have paused reading while it buffered pipelined bytes.
+    channel._networkProducer.resumeProducing()
+    request.channel = None
+    channel.requests = []
+    return transport, leftover
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class ClientSplice(Protocol):
+    """The client's side of a hijacked connection, relaying to dockerd.
+
+    Half-close is carried across: when the client closes its write side
+    (stdin ended, ``docker exec -i``), dockerd's write side is closed too and
+    output keeps flowing back until dockerd closes.
+    """
+
+    def __init__(self, upstream: DockerConnection, on_close=None):
+        self._upstream = upstream
+        self._on_close = on_close
+        self._closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._upstream.transport is not None:
+            self._upstream.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        if self._upstream.transport is not None:
+            self._upstream.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        self._close_upstream()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._close_upstream()
+        self._finished()
+
+    # Called by DockerConnection once it is spliced.
+    def upstream_read_closed(self) -> None:
+        """dockerd finished sending: flush to the client, then close it."""
+        self.transport.loseConnection()
+
+    def upstream_lost(self) -> None:
+        self.transport.loseConnection()
+
+    def _close_upstream(self) -> None:
+        up = self._upstream.transport
+        if up is not None and not self._closed:
+            self._closed = True
+            up.loseConnection()
+
+    def _finished(self) -> None:
+        cb, self._on_close = self._on_close, None
+        if cb is not None:
+            cb()
+
+
+def splice(request, head: ResponseHead, upstream: DockerConnection, upstream_leftover: bytes,
+           on_close=None) -> ClientSplice:
+    """Join the client connection of ``request`` to the hijacked ``upstream``."""
+    transport, client_leftover = detach_client(request)
+    client = ClientSplice(upstream, on_close)
+    client.transport = transport
+    transport.protocol = client
+    upstream.splice_peer = client
+    transport.write(head.serialize())
+    if upstream_leftover:
+        transport.write(upstream_leftover)
+    # Each side pauses the other when its write buffer fills.
+    transport.registerProducer(upstream.transport, True)
+    upstream.transport.registerProducer(transport, True)
+    if client_leftover:
+        upstream.transport.write(client_leftover)
+    return client

@@ -1,0 +1,167 @@
+"""Forwarding one decided request to dockerd and streaming its answer back.
+
+The request dockerd receives is serialized here from the
+:class:`~dsfw.inputdoc.CanonicalRequest` the policy saw -- never from the
+client's bytes.  The response is streamed to the twisted.web request with
+dockerd's connection registered as the producer, so a slow client pauses
+dockerd instead of growing dsfw's memory.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer
+
+from dsfw import hijack
+from dsfw.inputdoc import CanonicalRequest
+from dsfw.upstream import DockerConnection, DockerPool, ResponseHead
+
+# Response headers that describe dockerd's hop, not the answer.
+_HOP_BY_HOP_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+     b"proxy-connection"}
+)
+
+
+def serialize_request(req: CanonicalRequest, body_length: int | None) -> bytes:
+    """dsfw's own request head for dockerd: canonical target, canonical headers, own framing."""
+    lines = [req.method.encode("ascii") + b" " + req.target.forward_target() + b" HTTP/1.1",
+             b"Host: docker"]
+    for name, value in req.headers:
+        lines.append(name.encode("ascii") + b": " + value.encode("latin-1"))
+    if req.upgrade:
+        lines.append(b"Connection: Upgrade")
+        lines.append(b"Upgrade: " + req.upgrade.encode("ascii"))
+    if body_length is not None:
+        lines.append(b"Content-Length: %d" % body_length)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class _RequestSink:
+    """Streams one dockerd response into a twisted.web request."""
+
+    def __init__(self, request, connection: DockerConnection, done: Deferred, on_hijack_close):
+        self._request = request
+        self._connection = connection
+        self._done = done
+        self._started = False
+        self._client_gone = False
+        self._on_hijack_close = on_hijack_close
+        request.notifyFinish().addErrback(self._client_lost)
+
+    def head_received(self, head: ResponseHead) -> None:
+        if self._client_gone:
+            return
+        self._started = True
+        request = self._request
+        request.setResponseCode(head.status, head.reason or None)
+        # twisted.web would add its own Content-Type, Server and Date otherwise.
+        request.defaultContentType = None
+        headers = request.responseHeaders
+        headers.removeHeader(b"server")
+        headers.removeHeader(b"date")
+        for name, value in head.headers:
+            if name.lower() not in _HOP_BY_HOP_RESPONSE:
+                headers.addRawHeader(name, value)
+        request.registerProducer(self._connection.transport, True)
+        # Send the head now: dockerd flushes it early for waits and streams,
+        # and clients (``docker run``'s wait) block until they see it.
+        request.write(b"")
+
+    def body_received(self, data: bytes) -> None:
+        if not self._client_gone:
+            self._request.write(data)
+
+    def body_finished(self) -> None:
+        if not self._client_gone:
+            self._request.unregisterProducer()
+            self._request.finish()
+        self._fire(None)
+
+    def hijacked(self, head: ResponseHead, connection: DockerConnection, leftover: bytes) -> None:
+        self._started = True
+        if self._client_gone:
+            connection.transport.abortConnection()
+        else:
+            hijack.splice(self._request, head, connection, leftover, self._on_hijack_close)
+        self._fire("hijacked")
+
+    def failed(self, reason: Failure) -> None:
+        if self._started and not self._client_gone:
+            # Too late for an error status: the client sees a cut stream.
+            self._request.unregisterProducer()
+            channel = self._request.channel
+            if channel is not None and channel.transport is not None:
+                channel.transport.abortConnection()
+            self._fire(None)
+            return
+        self._fire(reason)
+
+    def _client_lost(self, reason: Failure) -> None:
+        """The client went away: close dockerd's side so nothing leaks."""
+        self._client_gone = True
+        transport = self._connection.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _fire(self, result) -> None:
+        d, self._done = self._done, None
+        if d is not None:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+
+class Relay:
+    """Sends canonical requests to dockerd over a :class:`DockerPool`."""
+
+    def __init__(self, reactor, pool: DockerPool, cooperator=None):
+        self._reactor = reactor
+        self._pool = pool
+        self._cooperator = cooperator
+
+    async def forward(self, request, req: CanonicalRequest, body: bytes | None,
+                      stream: BinaryIO | None, stream_length: int | None,
+                      may_hijack: bool, on_hijack_close=None):
+        """Relay ``req``; returns when the response is streamed or hijacked.
+
+        Raises :class:`~dsfw.errors.UpstreamUnavailable` if dockerd cannot be
+        reached or fails before the response started (the caller answers 502).
+        A reused keep-alive connection that dockerd had closed is retried once
+        on a fresh one, as long as no response byte arrived.
+        """
+        if body is not None:
+            length = len(body)
+        elif stream is not None:
+            length = stream_length
+        elif req.method in ("POST", "PUT", "PATCH"):
+            length = 0
+        else:
+            length = None
+        head = serialize_request(req, length)
+        fresh = False
+        while True:
+            conn = await self._pool.acquire(fresh=fresh)
+            done: Deferred = Deferred()
+            sink = _RequestSink(request, conn, done, on_hijack_close)
+            producer = None
+            if stream is not None and stream_length:
+                stream.seek(0)
+                kwargs = {"cooperator": self._cooperator} if self._cooperator else {}
+                producer = FileBodyProducer(stream, **kwargs)
+            conn.send(head, body, sink, head_only=req.method == "HEAD",
+                      may_hijack=may_hijack, body_producer=producer)
+            try:
+                return await done
+            except Exception:
+                if conn.reused and not conn.received_any and not sink.started and not fresh:
+                    fresh = True
+                    continue
+                raise

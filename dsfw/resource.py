@@ -1,0 +1,165 @@
+"""The firewall's twisted.web resource: parse, decide, relay -- or refuse.
+
+Every request, including each one pipelined on a keep-alive connection, runs
+through :meth:`FirewallResource._handle`: it is parsed once into a
+:class:`~dsfw.inputdoc.CanonicalRequest`, shown to the policy, and only then
+serialized by dsfw for dockerd.  Any exception on that path is a refusal with
+a Docker-style ``{"message": ...}`` body: the firewall fails closed.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any, Callable
+
+import structlog
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from dsfw import endpoints
+from dsfw.canonical_body import canonicalize_body
+from dsfw.canonical_path import canonical_target
+from dsfw.errors import BadRequest, DsfwError, Forbidden, PayloadTooLarge, error_body, error_response
+from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document, redacted_headers
+from dsfw.policy import AUTHZ, PolicyEngine
+from dsfw.relay import Relay
+
+log = structlog.get_logger("dsfw")
+
+DEFAULT_MAX_JSON_BODY = 16 << 20
+
+
+def _body_size(content) -> int:
+    content.seek(0, os.SEEK_END)
+    size = content.tell()
+    content.seek(0)
+    return size
+
+
+def _upgrade_of(request) -> str | None:
+    """The protocol a client asks to upgrade to, if it asks properly."""
+    upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
+    if not upgrade:
+        return None
+    connection = b",".join(request.requestHeaders.getRawHeaders(b"connection") or [])
+    tokens = {t.strip().lower() for t in connection.split(b",")}
+    if b"upgrade" not in tokens or len(upgrade) != 1:
+        raise BadRequest("an Upgrade header needs exactly one value and 'Connection: Upgrade'")
+    value = upgrade[0].strip().lower().decode("latin-1")
+    if value not in endpoints.HIJACK_UPGRADES:
+        raise BadRequest(f"upgrade to {value!r} is not supported")
+    return value
+
+
+def _redacted_input(doc: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(doc)
+    shown["Headers"] = redacted_headers(doc.get("Headers", {}))
+    return shown
+
+
+class FirewallResource(Resource):
+    """Decides and relays every request; nothing reaches dockerd undecided."""
+
+    isLeaf = True
+
+    def __init__(self, engine: PolicyEngine, relay: Relay, clock, *,
+                 max_json_body: int = DEFAULT_MAX_JSON_BODY,
+                 peer_identity: Callable[[Any], dict | None] | None = None,
+                 build_gate=None):
+        super().__init__()
+        self._engine = engine
+        self._relay = relay
+        self._clock = clock
+        self._max_json_body = max_json_body
+        self._peer_identity = peer_identity
+        self._build_gate = build_gate
+        self._ids = itertools.count(1)
+
+    def render(self, request):
+        d = ensureDeferred(self._handle(request))
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        return NOT_DONE_YET
+
+    async def _handle(self, request) -> None:
+        request_id = next(self._ids)
+        started = time.perf_counter()
+        bound = log.bind(request_id=request_id)
+        try:
+            req = self.canonicalize(request)
+            bound = bound.bind(method=req.method, path=req.target.path)
+            bound.debug("request.received", target=request.uri.decode("latin-1"))
+            peer = self._peer_identity(request.channel.transport) if self._peer_identity else None
+            doc = input_document(req, peer=peer)
+            await self._decide(bound, AUTHZ, doc)
+            stream = request.content if req.stream_body else None
+            length = _body_size(stream) if stream is not None else None
+            if self._build_gate is not None and endpoints.is_build(req.method, req.target.plain_path):
+                stream, length = await self._build_gate.check(request, req, doc, stream, bound)
+            may_hijack = endpoints.may_hijack(req.method, req.target.plain_path)
+            result = await self._relay.forward(request, req, req.json_body, stream, length, may_hijack)
+            bound.debug("request.relayed", hijacked=result == "hijacked",
+                        ms=round((time.perf_counter() - started) * 1000, 2))
+        except CancelledError:
+            bound.info("request.cancelled", reason="client went away")
+        except Exception as e:  # every failure is a refusal
+            self._refuse(request, e, bound)
+
+    def canonicalize(self, request) -> CanonicalRequest:
+        """Parse the twisted.web request into the one form dsfw decides and forwards."""
+        try:
+            method = request.method.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("request method is not ASCII") from None
+        if not method.isalpha() or not method.isupper():
+            raise BadRequest(f"unsupported request method {method!r}")
+        target = canonical_target(request.uri)
+        headers = canonical_headers(request.requestHeaders.getAllRawHeaders())
+        upgrade = _upgrade_of(request)
+        if upgrade and not endpoints.may_hijack(method, target.plain_path):
+            raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
+        if endpoints.has_stream_body(method, target.plain_path):
+            return CanonicalRequest(method, target, headers, stream_body=True, upgrade=upgrade)
+        size = _body_size(request.content)
+        if size > self._max_json_body:
+            raise PayloadTooLarge(
+                f"request body of {size} bytes exceeds the limit of {self._max_json_body} bytes")
+        raw = request.content.read()
+        body, json_body = canonicalize_body(method, target.plain_path, target.version, raw)
+        if json_body is not None:
+            headers = tuple((k, v) for k, v in headers if k != "Content-Type")
+            headers = tuple(sorted(headers + (("Content-Type", "application/json"),)))
+        return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
+                                upgrade=upgrade)
+
+    async def _decide(self, bound, package: str, doc: dict[str, Any]):
+        query = f"data.{package}.allow"
+        bound.debug("policy.query", query=query, input=_redacted_input(doc))
+        decision = await self._engine.decide(package, doc)
+        bound.info("policy.decision", query=query, allowed=decision.allowed,
+                   reasons=list(decision.reasons), engine=decision.engine)
+        if not decision.allowed:
+            raise Forbidden(decision.message())
+        return decision
+
+    def _refuse(self, request, exc: BaseException, bound) -> None:
+        status, message = error_response(exc)
+        if not isinstance(exc, DsfwError):
+            bound.error("request.failed", status=status, error=repr(exc), exc_info=exc)
+        elif status >= 500:
+            bound.error("request.failed", status=status, error=message)
+        else:
+            bound.info("request.refused", status=status, error=message)
+        if request.finished or request.channel is None or getattr(request, "_disconnected", False):
+            return
+        if request.startedWriting:
+            request.channel.transport.abortConnection()
+            return
+        request.setResponseCode(status)
+        request.defaultContentType = None
+        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        body = error_body(message)
+        request.responseHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
+        request.write(body)
+        request.finish()

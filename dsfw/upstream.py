@@ -1,0 +1,409 @@
+"""A lean HTTP/1.1 client for dockerd, with a keep-alive connection pool.
+
+Why not ``twisted.web.client.Agent``: it cannot hand over a connection that
+dockerd hijacks (a ``101`` for attach/exec, or attach's ``200`` raw stream),
+it drops the framing headers a relay needs, and its per-request cost is most
+of a relay's latency.  This client speaks just what dsfw sends -- requests it
+serialized itself -- and parses responses incrementally, delivering body
+bytes to a :class:`ResponseSink` as they arrive so the caller can stream them
+with backpressure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol as TypingProtocol
+
+from twisted.internet import interfaces
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dsfw.errors import UpstreamUnavailable
+
+MAX_RESPONSE_HEAD = 1 << 20
+_NO_BODY_STATUSES = frozenset({204, 304})
+HIJACK_CONTENT_TYPES = (b"application/vnd.docker.raw-stream", b"application/vnd.docker.multiplexed-stream")
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    """Status line and headers of a dockerd response, as received."""
+
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    def get(self, name: bytes) -> bytes | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def serialize(self) -> bytes:
+        """The head re-written by dsfw, for a hijacked client connection."""
+        lines = [b"HTTP/1.1 %d %s" % (self.status, self.reason)]
+        lines.extend(k + b": " + v for k, v in self.headers)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class ResponseSink(TypingProtocol):
+    """Receives one response; all calls happen on the reactor thread."""
+
+    def head_received(self, head: ResponseHead) -> None: ...
+
+    def body_received(self, data: bytes) -> None: ...
+
+    def body_finished(self) -> None: ...
+
+    def hijacked(self, head: ResponseHead, connection: "DockerConnection", leftover: bytes) -> None: ...
+
+    def failed(self, reason: Failure) -> None: ...
+
+
+class UpstreamProtocolError(UpstreamUnavailable):
+    """dockerd answered something this client cannot frame."""
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class DockerConnection(Protocol):
+    """One HTTP/1.1 connection to dockerd, reused for sequential requests.
+
+    States: ``idle`` (in the pool), ``head`` (waiting for the status line and
+    headers), ``body`` (delivering a framed body), ``spliced`` (hijacked: a
+    raw byte stream owned by :mod:`dsfw.hijack`), ``closed``.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._sink: ResponseSink | None = None
+        self._state = "idle"
+        self._framing = ""
+        self._remaining = 0
+        self._chunk_state = "size"
+        self._may_hijack = False
+        self._head_only = False
+        self._keep_alive = True
+        self._body_producer = None
+        self.received_any = False
+        self.reused = False
+        self.on_release: Callable[["DockerConnection"], None] | None = None
+        self.on_lost: Callable[["DockerConnection"], None] | None = None
+        self.splice_peer: Protocol | None = None
+
+    # -- sending -----------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes | None, sink: ResponseSink, *,
+             head_only: bool = False, may_hijack: bool = False, body_producer=None) -> None:
+        """Send one request; the response goes to ``sink``.
+
+        ``body`` is written with the head in one write (small JSON bodies);
+        ``body_producer`` (an ``IBodyProducer``) streams a spooled body.
+        """
+        self._sink = sink
+        self._state = "head"
+        self._head_only = head_only
+        self._may_hijack = may_hijack
+        self.received_any = False
+        self.transport.write(head + body if body else head)
+        if body_producer is not None:
+            self._body_producer = body_producer
+            self.transport.registerProducer(body_producer, True)
+            d = body_producer.startProducing(self.transport)
+            d.addCallbacks(self._body_sent, self._body_failed)
+
+    def _body_sent(self, _):
+        if self._body_producer is not None:
+            self._body_producer = None
+            self.transport.unregisterProducer()
+
+    def _body_failed(self, reason: Failure):
+        if self._body_producer is not None:
+            self._body_producer = None
+            if self.transport is not None:
+                self.transport.unregisterProducer()
+                self.transport.abortConnection()
+        return None
+
+    def _stop_body(self) -> None:
+        """dockerd answered before it read the whole body: stop sending it."""
+        producer, self._body_producer = self._body_producer, None
+        if producer is not None:
+            self._keep_alive = False
+            self.transport.unregisterProducer()
+            try:
+                producer.stopProducing()
+            except Exception:
+                pass
+
+    # -- receiving ---------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == "spliced":
+            self.splice_peer.transport.write(data)
+            return
+        if self._state in ("idle", "closed"):
+            # Bytes nobody asked for: the connection is not reusable.
+            self._keep_alive = False
+            self.transport.loseConnection()
+            return
+        self.received_any = True
+        self._buf += data
+        try:
+            self._process()
+        except UpstreamUnavailable as e:
+            self._fail(Failure(e))
+
+    def _process(self) -> None:
+        while self._buf or self._framing == "none":
+            if self._state == "head":
+                if not self._parse_head():
+                    return
+            elif self._state == "body":
+                if not self._parse_body():
+                    return
+            else:
+                return
+
+    def _parse_head(self) -> bool:
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_RESPONSE_HEAD:
+                raise UpstreamProtocolError("dockerd sent an oversized response head")
+            return False
+        raw = bytes(self._buf[:end])
+        del self._buf[: end + 4]
+        lines = raw.split(b"\r\n")
+        try:
+            version, status_text, *rest = lines[0].split(b" ", 2)
+            status = int(status_text)
+        except ValueError:
+            raise UpstreamProtocolError("dockerd sent a malformed status line") from None
+        if not version.startswith(b"HTTP/1."):
+            raise UpstreamProtocolError("dockerd answered with an unknown HTTP version")
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise UpstreamProtocolError("dockerd sent a malformed header line")
+            headers.append((name.strip(), value.strip()))
+        head = ResponseHead(status, rest[0] if rest else b"", tuple(headers))
+        if 100 <= status < 200 and status != 101:
+            return True  # interim response: wait for the real one
+        connection = (head.get(b"Connection") or b"").lower()
+        if version == b"HTTP/1.0" or b"close" in connection:
+            self._keep_alive = False
+        te = head.get(b"Transfer-Encoding")
+        length = head.get(b"Content-Length")
+        if status == 101:
+            return self._splice(head)
+        if self._head_only or status in _NO_BODY_STATUSES:
+            self._framing = "none"
+        elif te is not None:
+            if te.lower() != b"chunked":
+                raise UpstreamProtocolError("dockerd used an unsupported transfer coding")
+            self._framing = "chunked"
+            self._chunk_state = "size"
+        elif length is not None:
+            if not length.isdigit():
+                raise UpstreamProtocolError("dockerd sent an invalid Content-Length")
+            self._remaining = int(length)
+            self._framing = "length" if self._remaining else "none"
+        else:
+            content_type = head.get(b"Content-Type") or b""
+            if self._may_hijack and content_type.startswith(HIJACK_CONTENT_TYPES):
+                return self._splice(head)
+            self._framing = "eof"
+            self._keep_alive = False
+        self._state = "body"
+        self._sink.head_received(head)
+        return True
+
+    def _parse_body(self) -> bool:
+        framing = self._framing
+        if framing == "none":
+            self._finish()
+            return False
+        if framing == "eof":
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._sink.body_received(data)
+            return False
+        if framing == "length":
+            take = min(self._remaining, len(self._buf))
+            data = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._remaining -= take
+            if data:
+                self._sink.body_received(data)
+            if self._remaining == 0:
+                self._finish()
+                return False
+            return bool(self._buf)
+        return self._parse_chunk()
+
+    def _parse_chunk(self) -> bool:
+        if self._chunk_state == "size":
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if len(self._buf) > 4096:
+                    raise UpstreamProtocolError("dockerd sent a malformed chunk size")
+                return False
+            size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
+            del self._buf[: end + 2]
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise UpstreamProtocolError("dockerd sent a malformed chunk size") from None
+            if size == 0:
+                self._chunk_state = "trailer"
+            else:
+                self._remaining = size
+                self._chunk_state = "data"
+            return True
+        if self._chunk_state == "data":
+            take = min(self._remaining, len(self._buf))
+            data = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._remaining -= take
+            if data:
+                self._sink.body_received(data)
+            if self._remaining == 0:
+                self._chunk_state = "crlf"
+            return bool(self._buf)
+        if self._chunk_state == "crlf":
+            if len(self._buf) < 2:
+                return False
+            if self._buf[:2] != b"\r\n":
+                raise UpstreamProtocolError("dockerd sent a malformed chunk")
+            del self._buf[:2]
+            self._chunk_state = "size"
+            return True
+        # trailer section: lines until an empty one
+        end = self._buf.find(b"\r\n")
+        if end < 0:
+            return False
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        if line == b"":
+            self._finish()
+            return False
+        return True
+
+    def _finish(self) -> None:
+        sink, self._sink = self._sink, None
+        self._state = "idle"
+        self._framing = ""
+        if self._body_producer is not None:
+            self._stop_body()
+        if self._buf:
+            self._keep_alive = False  # bytes beyond the response: never reuse
+        sink.body_finished()
+        if self._keep_alive and self.on_release is not None and self.transport is not None:
+            self.on_release(self)
+        elif self.transport is not None:
+            self._state = "closed"
+            self.transport.loseConnection()
+
+    def _splice(self, head: ResponseHead) -> bool:
+        """dockerd took over the connection: from now on bytes flow raw."""
+        self._state = "spliced"
+        self._keep_alive = False
+        leftover = bytes(self._buf)
+        self._buf.clear()
+        sink, self._sink = self._sink, None
+        sink.hijacked(head, self, leftover)
+        return False
+
+    # -- losing the connection ---------------------------------------------
+
+    def readConnectionLost(self) -> None:
+        if self._state == "spliced" and self.splice_peer is not None:
+            self.splice_peer.upstream_read_closed()
+            return
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        state, self._state = self._state, "closed"
+        if self.on_lost is not None:
+            self.on_lost(self)
+        if state == "spliced":
+            if self.splice_peer is not None:
+                self.splice_peer.upstream_lost()
+            return
+        if state == "body" and self._framing == "eof":
+            self._sink, sink = None, self._sink
+            sink.body_finished()
+            return
+        if state in ("head", "body"):
+            self._fail(Failure(UpstreamUnavailable(
+                "dockerd closed the connection before the response was complete")))
+
+    def _fail(self, reason: Failure) -> None:
+        sink, self._sink = self._sink, None
+        self._state = "closed"
+        self._stop_body()
+        if self.transport is not None:
+            self.transport.abortConnection()
+        if sink is not None:
+            sink.failed(reason)
+
+
+class DockerPool:
+    """Keep-alive connections to dockerd's socket, reused one request at a time.
+
+    Connections are opened on demand; an idle one that dockerd closes leaves
+    the pool by itself.  ``max_idle`` bounds how many stay open when idle.
+    """
+
+    def __init__(self, reactor, socket_path: str, max_idle: int = 32, connect_timeout: float = 10):
+        self._reactor = reactor
+        self.socket_path = socket_path
+        self._endpoint = UNIXClientEndpoint(reactor, socket_path, timeout=connect_timeout)
+        self._idle: list[DockerConnection] = []
+        self._all: set[DockerConnection] = set()
+        self._max_idle = max_idle
+
+    def acquire(self, fresh: bool = False) -> "Deferred[DockerConnection]":
+        while self._idle and not fresh:
+            conn = self._idle.pop()
+            if conn.transport is not None and conn._state == "idle":
+                conn.reused = True
+                return succeed(conn)
+        d = self._endpoint.connect(Factory.forProtocol(DockerConnection))
+
+        def connected(conn: DockerConnection) -> DockerConnection:
+            conn.on_release = self._release
+            conn.on_lost = self._lost
+            self._all.add(conn)
+            return conn
+
+        def unreachable(reason: Failure):
+            return fail(UpstreamUnavailable(
+                f"cannot reach dockerd at {self.socket_path}: {reason.getErrorMessage()}"))
+
+        return d.addCallbacks(connected, unreachable)
+
+    def _release(self, conn: DockerConnection) -> None:
+        if len(self._idle) < self._max_idle:
+            self._idle.append(conn)
+        else:
+            conn.transport.loseConnection()
+
+    def _lost(self, conn: DockerConnection) -> None:
+        self._all.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    def close(self) -> None:
+        """Close every connection (idle and in use)."""
+        for conn in list(self._all):
+            if conn.transport is not None:
+                conn.transport.loseConnection()
+        self._idle.clear()
