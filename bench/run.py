@@ -101,7 +101,8 @@ def machine_info(docker_socket, started):
     info = {"cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 2**20, 1),
             "kernel": platform.release(), "python": platform.python_version(),
             "twisted": twisted_version, "dockerd": version.get("Version"),
-            "docker_api": version.get("ApiVersion")}
+            "docker_api": version.get("ApiVersion"),
+            "load_average": " ".join(open("/proc/loadavg").read().split()[:3])}
     for t in started:
         v = t.version()
         if v:
@@ -141,7 +142,7 @@ def render(args, info, summaries, skipped, policy, started_at, duration):
            f"- date: {started_at:%Y-%m-%d %H:%M} UTC, took {duration:.0f} s",
            f"- command (from the repo root): `{command}`",
            f"- machine: {info['cores']} cores ({info['cpu']}), {info['memory_gb']} GB, "
-           f"Linux {info['kernel']}",
+           f"Linux {info['kernel']}, load average {info['load_average']} at the start",
            f"- software: Python {info['python']}, Twisted {info['twisted']}, "
            f"dockerd {info['dockerd']} (API {info['docker_api']})"
            + "".join(f", {k} {info[k]}" for k in ("socat", "haproxy", "dsfw") if k in info),
@@ -155,7 +156,7 @@ def render(args, info, summaries, skipped, policy, started_at, duration):
         out.append("")
     if summaries and "dsfw" in next(iter(summaries.values())):
         out += ["## dsfw against its targets (issue 6; reported, not asserted)", "",
-                report.goals_table(summaries), ""]
+                report.goals_table(summaries, policy), ""]
     for scen in workloads.SCENARIOS:
         if scen.name in summaries:
             title = scen.title
@@ -208,15 +209,14 @@ def main(argv=None):
             policy = workloads.policy_benchmark(targets.REPO, args.quick)
     finally:
         for t in started:
+            if t.proc and t.proc.poll() is not None:
+                log(f"{t.name} had exited with {t.proc.returncode}: {t.log_tail(800)}")
             t.stop()
         try:
             workloads.remove_bench_containers(workloads.Context(None, workdir,
                                                                 args.docker_socket, False))
         except OSError:
             pass
-        for t in started:
-            if t.name == "dsfw" and t.proc and t.proc.returncode not in (0, None):
-                log(f"dsfw exited with {t.proc.returncode}: {t.log_tail(500)}")
         shutil.rmtree(workdir, ignore_errors=True)
 
     summaries = {name: report.summarize(r) for name, r in results.items()}
@@ -229,7 +229,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"quick": args.quick, "machine": info, "rounds": results,
-                       "summary": summaries, "goals": report.goals(summaries),
+                       "summary": summaries, "goals": report.goals(summaries, policy),
                        "policy": policy}, f, indent=1)
     return 0
 

@@ -46,8 +46,12 @@ def process_tree(pid):
     pids, todo = [], [pid]
     while todo:
         p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue  # it exited while we looked
         pids.append(p)
-        for task in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else ():
+        for task in tasks:
             todo += [int(c) for c in _read(f"/proc/{p}/task/{task}/children").split()]
     return pids
 
