@@ -3,7 +3,7 @@
 "Does this request put a host path into a container?" has more answers than
 ``HostConfig.Binds``: ``HostConfig.Mounts`` of type bind, volume mounts or
 volume creations that ask the ``local`` driver to mount a host ``device``,
-and the pre-1.24 start body.  Capability names come in many spellings
+the pre-1.24 start body, and swarm services' ``ContainerSpec.Mounts``.  Capability names come in many spellings
 (``sys_admin``, ``SYS_ADMIN``, ``CAP_SYS_ADMIN``) that dockerd normalizes
 only when it starts the container.  A policy that misses one spelling or one
 place is a bypass, so dsfw derives these facts once, from the canonical body
@@ -21,7 +21,7 @@ import re
 from typing import Any, Callable
 
 from dsfw.docker_schema import body_schema
-from dsfw.docker_types import EXEC_CONFIG
+from dsfw.docker_types import EXEC_CONFIG, SERVICE_SPEC
 
 _CONTAINER_BODY = ("container", "start")
 _VOLUME_CREATE = re.compile(r"^/volumes/create$")
@@ -69,7 +69,7 @@ def _local_device(driver: Any, opts: Any) -> Any:
 
 
 def bind_sources(host_config: dict[str, Any], resolve: Callable[[str], str]) -> list[str]:
-    """Every host path a HostConfig would mount into the container."""
+    """Every host path a HostConfig (or a service's ContainerSpec) would mount."""
     out: list[str] = []
     for spec in host_config.get("Binds") or ():
         # volume/mounts/linux_parser.go splits on every ':'; a source that is
@@ -118,6 +118,12 @@ def facts_for(method: str, plain_path: str, version: str | None, body: Any,
             facts["CapAdd"] = _caps(hc.get("CapAdd"))
             facts["CapDrop"] = _caps(hc.get("CapDrop"))
             facts["Privileged"] = hc.get("Privileged") is True
+    elif schema is SERVICE_SPEC:
+        spec = (body.get("TaskTemplate") or {}).get("ContainerSpec")
+        if isinstance(spec, dict):
+            facts["BindMounts"] = bind_sources(spec, resolve)
+            facts["CapAdd"] = _caps(spec.get("CapabilityAdd"))
+            facts["CapDrop"] = _caps(spec.get("CapabilityDrop"))
     elif schema is EXEC_CONFIG:
         facts["Privileged"] = body.get("Privileged") is True
     elif method == "POST" and _VOLUME_CREATE.match(plain_path):

@@ -49,7 +49,7 @@ def version_less(version: str | None, than: str) -> bool:
 def _zero(t: T.GoType) -> Any:
     """What Go stores for a JSON null inside a list or map."""
     if isinstance(t, T.Scalar):
-        return {"string": "", "bool": False, "int": 0}[t.kind]
+        return {"string": "", "bool": False, "int": 0, "number": 0}[t.kind]
     if isinstance(t, T.Struct):
         return {}
     return None
@@ -70,7 +70,9 @@ def canonical_value(value: Any, t: T.GoType, where: str) -> Any:
             return value
         if t.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _type_error(where, "an integer" if t.kind == "int" else f"a {t.kind}")
+        if t.kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        raise _type_error(where, {"int": "an integer", "number": "a number"}.get(t.kind, f"a {t.kind}"))
     if isinstance(t, T.StrSlice):
         # strslice.StrSlice.UnmarshalJSON: a lone string is a one-element list.
         if isinstance(value, str):
@@ -198,6 +200,8 @@ _ENDPOINTS: list[tuple[str, re.Pattern[str], Any, str | None]] = [
     ("POST", re.compile(rf"^/networks/{_NAME}/connect$"), T.NETWORK_CONNECT, None),
     ("POST", re.compile(rf"^/networks/{_NAME}/disconnect$"), T.NETWORK_DISCONNECT, None),
     ("POST", re.compile(r"^/volumes/create$"), T.VOLUME_CREATE_BODY, None),
+    ("POST", re.compile(r"^/services/create$"), T.SERVICE_SPEC, None),
+    ("POST", re.compile(rf"^/services/{_NAME}/update$"), T.SERVICE_SPEC, None),
     ("POST", re.compile(r"^/plugins/pull$"), T.PLUGIN_PRIVILEGES, None),
     ("POST", re.compile(rf"^/plugins/{_NAME}/upgrade$"), T.PLUGIN_PRIVILEGES, None),
     ("POST", re.compile(rf"^/plugins/{_NAME}/set$"), T.STRS, None),

@@ -16,7 +16,7 @@ from typing import Union
 
 @dataclass(frozen=True)
 class Scalar:
-    """A Go string, bool or integer; ``kind`` is ``string``, ``bool`` or ``int``."""
+    """A Go scalar; ``kind`` is ``string``, ``bool``, ``int`` or ``number`` (a float)."""
 
     kind: str
 
@@ -85,6 +85,7 @@ GoType = Union[Scalar, StrSlice, ListOf, MapOf, Ptr, Struct]
 STR = Scalar("string")
 BOOL = Scalar("bool")
 INT = Scalar("int")
+NUMBER = Scalar("number")
 
 _FOLD = {"\u017f": "s", "\u212a": "k"}
 
@@ -290,3 +291,94 @@ VOLUME_CREATE_BODY = struct("VolumeCreateBody", F("Driver", STR), F("DriverOpts"
 PLUGIN_PRIVILEGE = struct("PluginPrivilege", F("Name", STR), F("Description", STR),
                           F("Value", STRS))
 PLUGIN_PRIVILEGES = ListOf(PLUGIN_PRIVILEGE)
+
+# api/types/swarm (service.go, task.go, container.go, network.go, common.go,
+# runtime/plugin.pb.go): the service spec of POST /services/create and update.
+DURATION = INT
+SWARM_DRIVER = struct("Driver", F("Name", STR), F("Options", STRMAP))
+ANNOTATIONS = struct("Annotations", F("Name", STR), F("Labels", STRMAP))
+NETWORK_ATTACHMENT_CONFIG = struct("NetworkAttachmentConfig", F("Target", STR),
+                                   F("Aliases", STRS), F("DriverOpts", STRMAP))
+SECRET_FILE = struct("SecretReferenceFileTarget", F("Name", STR), F("UID", STR),
+                     F("GID", STR), F("Mode", INT))
+SECRET_REFERENCE = struct("SecretReference", F("File", Ptr(SECRET_FILE)),
+                          F("SecretID", STR), F("SecretName", STR))
+CONFIG_REF = struct("ConfigReference", F("File", Ptr(SECRET_FILE)), F("Runtime", Ptr(EMPTY)),
+                    F("ConfigID", STR), F("ConfigName", STR))
+PRIVILEGES = struct(
+    "Privileges",
+    F("CredentialSpec", Ptr(struct("CredentialSpec", F("Config", STR), F("File", STR),
+                                   F("Registry", STR)))),
+    F("SELinuxContext", Ptr(struct("SELinuxContext", F("Disable", BOOL), F("User", STR),
+                                   F("Role", STR), F("Type", STR), F("Level", STR)))),
+)
+DNS_CONFIG = struct("DNSConfig", F("Nameservers", STRS), F("Search", STRS), F("Options", STRS))
+CONTAINER_SPEC = struct(
+    "ContainerSpec",
+    F("Image", STR), F("Labels", STRMAP), F("Command", STRS), F("Args", STRS),
+    F("Hostname", STR), F("Env", STRS), F("Dir", STR), F("User", STR), F("Groups", STRS),
+    F("Privileges", Ptr(PRIVILEGES)), F("Init", Ptr(BOOL)), F("StopSignal", STR),
+    F("TTY", BOOL), F("OpenStdin", BOOL), F("ReadOnly", BOOL), F("Mounts", ListOf(MOUNT)),
+    F("StopGracePeriod", Ptr(DURATION)), F("Healthcheck", Ptr(HEALTH_CONFIG)),
+    F("Hosts", STRS), F("DNSConfig", Ptr(DNS_CONFIG)), F("Secrets", ListOf(Ptr(SECRET_REFERENCE))),
+    F("Configs", ListOf(Ptr(CONFIG_REF))), F("Isolation", STR), F("Sysctls", STRMAP),
+    F("CapabilityAdd", STRS), F("CapabilityDrop", STRS), F("Ulimits", ListOf(Ptr(ULIMIT))),
+)
+PLUGIN_SPEC = struct(
+    "PluginSpec", F("name", STR), F("remote", STR),
+    F("privileges", ListOf(Ptr(struct("PluginPrivilege", F("name", STR), F("description", STR),
+                                      F("value", STRS))))),
+    F("disabled", BOOL), F("env", STRS),
+)
+GENERIC_RESOURCE = struct(
+    "GenericResource",
+    F("NamedResourceSpec", Ptr(struct("NamedGenericResource", F("Kind", STR), F("Value", STR)))),
+    F("DiscreteResourceSpec", Ptr(struct("DiscreteGenericResource", F("Kind", STR),
+                                         F("Value", INT)))),
+)
+RESOURCE_REQUIREMENTS = struct(
+    "ResourceRequirements",
+    F("Limits", Ptr(struct("Limit", F("NanoCPUs", INT), F("MemoryBytes", INT), F("Pids", INT)))),
+    F("Reservations", Ptr(struct("Resources", F("NanoCPUs", INT), F("MemoryBytes", INT),
+                                 F("GenericResources", ListOf(GENERIC_RESOURCE))))),
+)
+SWARM_RESTART_POLICY = struct("RestartPolicy", F("Condition", STR), F("Delay", Ptr(DURATION)),
+                              F("MaxAttempts", Ptr(INT)), F("Window", Ptr(DURATION)))
+PLACEMENT = struct(
+    "Placement", F("Constraints", STRS),
+    F("Preferences", ListOf(struct("PlacementPreference", F("Spread", Ptr(struct(
+        "SpreadOver", F("SpreadDescriptor", STR))))))),
+    F("MaxReplicas", INT),
+    F("Platforms", ListOf(struct("Platform", F("Architecture", STR), F("OS", STR)))),
+)
+TASK_SPEC = struct(
+    "TaskSpec",
+    F("ContainerSpec", Ptr(CONTAINER_SPEC)), F("PluginSpec", Ptr(PLUGIN_SPEC)),
+    F("NetworkAttachmentSpec", Ptr(struct("NetworkAttachmentSpec", F("ContainerID", STR)))),
+    F("Resources", Ptr(RESOURCE_REQUIREMENTS)), F("RestartPolicy", Ptr(SWARM_RESTART_POLICY)),
+    F("Placement", Ptr(PLACEMENT)), F("Networks", ListOf(NETWORK_ATTACHMENT_CONFIG)),
+    F("LogDriver", Ptr(SWARM_DRIVER)), F("ForceUpdate", INT), F("Runtime", STR),
+)
+SERVICE_MODE = struct(
+    "ServiceMode",
+    F("Replicated", Ptr(struct("ReplicatedService", F("Replicas", Ptr(INT))))),
+    F("Global", Ptr(EMPTY)),
+    F("ReplicatedJob", Ptr(struct("ReplicatedJob", F("MaxConcurrent", Ptr(INT)),
+                                  F("TotalCompletions", Ptr(INT))))),
+    F("GlobalJob", Ptr(EMPTY)),
+)
+SWARM_UPDATE_CONFIG = struct(
+    "UpdateConfig", F("Parallelism", INT), F("Delay", DURATION), F("FailureAction", STR),
+    F("Monitor", DURATION), F("MaxFailureRatio", NUMBER), F("Order", STR))
+ENDPOINT_SPEC = struct(
+    "EndpointSpec", F("Mode", STR),
+    F("Ports", ListOf(struct("PortConfig", F("Name", STR), F("Protocol", STR),
+                             F("TargetPort", INT), F("PublishedPort", INT),
+                             F("PublishMode", STR)))),
+)
+SERVICE_SPEC = struct(
+    "ServiceSpec",
+    E("Annotations", ANNOTATIONS), F("TaskTemplate", TASK_SPEC), F("Mode", SERVICE_MODE),
+    F("UpdateConfig", Ptr(SWARM_UPDATE_CONFIG)), F("RollbackConfig", Ptr(SWARM_UPDATE_CONFIG)),
+    F("Networks", ListOf(NETWORK_ATTACHMENT_CONFIG)), F("EndpointSpec", Ptr(ENDPOINT_SPEC)),
+)

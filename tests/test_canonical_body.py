@@ -189,6 +189,23 @@ def test_other_schemas():
         {"Name": "mount", "Value": ["/var"]}]
 
 
+def test_service_spec():
+    v, _ = canonicalize_body("POST", "/services/create", "1.41", json.dumps({
+        "name": "s", "labels": {"A": "b"}, "Junk": 1,
+        "tasktemplate": {"containerspec": {"image": "x", "tty": True, "mounts": [
+            {"type": "bind", "source": "/etc", "target": "/e"}], "capabilityadd": ["sys_admin"]},
+            "pluginspec": {"Name": "p"}},
+        "mode": {"replicated": {"replicas": 2}}, "updateconfig": {"maxfailureratio": 0.5}}).encode())
+    assert v == {"Name": "s", "Labels": {"A": "b"}, "TaskTemplate": {
+        "ContainerSpec": {"Image": "x", "TTY": True, "Mounts": [
+            {"Type": "bind", "Source": "/etc", "Target": "/e"}], "CapabilityAdd": ["sys_admin"]},
+        "PluginSpec": {"name": "p"}},  # protobuf json tags are lower case
+        "Mode": {"Replicated": {"Replicas": 2}}, "UpdateConfig": {"MaxFailureRatio": 0.5}}
+    with pytest.raises(BadRequest, match="ambiguous"):
+        canonicalize_body("POST", "/services/s/update", "1.41",
+                          b'{"TaskTemplate":{"ContainerSpec":{"Mounts":[],"mounts":[]}}}')
+
+
 def test_endpoints_without_schema_keep_their_json():
     v, fwd = canonicalize_body("POST", "/swarm/init", "1.41", b'{"listenaddr": "0.0.0.0", "x": null}')
     assert v == {"listenaddr": "0.0.0.0", "x": None}

@@ -106,3 +106,13 @@ def test_every_absolute_bind_source_is_reported(binds):
         if ":" in spec and spec.startswith("/"):
             src = spec.split(":", 1)[0]
             assert os.path.normpath(src) in facts["BindMounts"]
+
+
+def test_service_mounts_and_capabilities():
+    for target in (b"/v1.41/services/create", b"/v1.41/services/s1/update?version=3"):
+        req = request("POST", target, {"Name": "s", "tasktemplate": {"containerspec": {
+            "Image": "x", "mounts": [{"type": "bind", "source": "/etc", "target": "/e"}],
+            "capabilityadd": ["sys_admin"], "CapabilityDrop": ["all"]}}})
+        facts = derived_facts(req, resolve=same)
+        assert facts["BindMounts"] == ["/etc"]
+        assert (facts["CapAdd"], facts["CapDrop"]) == (["CAP_SYS_ADMIN"], ["ALL"])
