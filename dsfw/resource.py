@@ -23,7 +23,8 @@ from dsfw.canonical_body import canonicalize_body
 from dsfw.canonical_path import canonical_target
 from dsfw.errors import BadRequest, DsfwError, Forbidden, PayloadTooLarge, error_body, error_response
 from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document, redacted_headers
-from dsfw.policy import AUTHZ, PolicyEngine
+from dsfw.buildgate import BuildGate
+from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.relay import Relay
 
 log = structlog.get_logger("dsfw")
@@ -64,17 +65,17 @@ class FirewallResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, engine: PolicyEngine, relay: Relay, clock, *,
+    def __init__(self, engine: PolicyEngine, relay: Relay, build_gate: BuildGate, *,
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
-                 build_gate=None):
+                 dry_run: bool = False):
         super().__init__()
         self._engine = engine
         self._relay = relay
-        self._clock = clock
         self._max_json_body = max_json_body
         self._peer_identity = peer_identity
         self._build_gate = build_gate
+        self._dry_run = dry_run
         self._ids = itertools.count(1)
 
     def render(self, request):
@@ -86,17 +87,25 @@ class FirewallResource(Resource):
         request_id = next(self._ids)
         started = time.perf_counter()
         bound = log.bind(request_id=request_id)
+        context = None
         try:
             req = self.canonicalize(request)
             bound = bound.bind(method=req.method, path=req.target.path)
             bound.debug("request.received", target=request.uri.decode("latin-1"))
+            stream = request.content if req.stream_body else None
+            length = _body_size(stream) if stream is not None else None
+            build_fields = None
+            self._build_gate.check_buildkit_endpoint(req, bound)
+            if endpoints.is_build(req.method, req.target.plain_path):
+                prepared = await self._build_gate.prepare(req, stream, bound)
+                req, build_fields = prepared.request, prepared.fields
+                stream = context = prepared.context
+                length = prepared.context_length
             peer = self._peer_identity(request.channel.transport) if self._peer_identity else None
             doc = input_document(req, peer=peer)
             await self._decide(bound, AUTHZ, doc)
-            stream = request.content if req.stream_body else None
-            length = _body_size(stream) if stream is not None else None
-            if self._build_gate is not None and endpoints.is_build(req.method, req.target.plain_path):
-                stream, length = await self._build_gate.check(request, req, doc, stream, bound)
+            if build_fields is not None:
+                await self._decide(bound, BUILD, {**doc, **build_fields})
             may_hijack = endpoints.may_hijack(req.method, req.target.plain_path)
             result = await self._relay.forward(request, req, req.json_body, stream, length, may_hijack)
             bound.debug("request.relayed", hijacked=result == "hijacked",
@@ -105,6 +114,9 @@ class FirewallResource(Resource):
             bound.info("request.cancelled", reason="client went away")
         except Exception as e:  # every failure is a refusal
             self._refuse(request, e, bound)
+        finally:
+            if context is not None:
+                context.close()
 
     def canonicalize(self, request) -> CanonicalRequest:
         """Parse the twisted.web request into the one form dsfw decides and forwards."""
@@ -136,10 +148,20 @@ class FirewallResource(Resource):
     async def _decide(self, bound, package: str, doc: dict[str, Any]):
         query = f"data.{package}.allow"
         bound.debug("policy.query", query=query, input=_redacted_input(doc))
-        decision = await self._engine.decide(package, doc)
+        try:
+            decision = await self._engine.decide(package, doc)
+        except Exception as e:
+            if not self._dry_run:
+                raise
+            bound.warning("policy.dry_run_would_deny", query=query, error=error_response(e)[1])
+            return None
         bound.info("policy.decision", query=query, allowed=decision.allowed,
-                   reasons=list(decision.reasons), engine=decision.engine)
+                   reasons=list(decision.reasons), engine=decision.engine,
+                   revision=getattr(decision, "revision", ""))
         if not decision.allowed:
+            if self._dry_run:
+                bound.warning("policy.dry_run_would_deny", query=query, reasons=decision.message())
+                return decision
             raise Forbidden(decision.message())
         return decision
 

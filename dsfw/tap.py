@@ -9,14 +9,19 @@ from __future__ import annotations
 import signal
 
 import structlog
+import yaml
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from dsfw import logsetup
+from dsfw.buildcontext import ContextLimits
+from dsfw.buildgate import BuildGate, BuildOptions
 from dsfw.listening import ProtectedSocketService
+from dsfw.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
+from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.relay import Relay
 from dsfw.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
 from dsfw.upstream import DockerPool
@@ -24,36 +29,107 @@ from dsfw.upstream import DockerPool
 log = structlog.get_logger("dsfw")
 
 
-def _octal(value: str) -> int:
-    mode = int(value, 8)
+def _octal(value) -> int:
+    mode = int(value, 8) if isinstance(value, str) else int(value)
     if mode & 0o002:
         raise usage.UsageError("--socket-mode must not make the socket world-writable")
     return mode
 
 
+def _positive(kind):
+    def coerce(value):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("must be positive")
+        return number
+    coerce.coerceDoc = "Must be positive."
+    return coerce
+
+
 class Options(usage.Options):
-    """The original firewall's options (same names and defaults), plus dsfw's own."""
+    """The original firewall's options (same names and defaults), plus dsfw's own.
+
+    Every option can also be set in a YAML file given with ``--config``
+    (keys are the long option names); the command line wins over the file,
+    and an unknown key is an error rather than a silently ignored typo.
+    """
 
     optFlags = [
         ["verbose", "v", "Print debug logging: every request, policy input and decision."],
+        ["dry-run", None, "Decide and log what would be denied, but relay everything."],
+        ["allow-buildkit", None, "Relay BuildKit builds, whose Dockerfile dsfw cannot inspect."],
+        ["allow-remote-context", None, "Relay builds of remote= contexts dsfw cannot inspect."],
     ]
     optParameters = [
+        ["config", "c", None, "YAML file carrying any of these options."],
         ["host", None, "/var/run/protected-docker.sock", "The docker socket to listen on."],
         ["target", None, "/var/run/docker.sock", "The docker socket to connect to."],
         ["policyDir", None, "/etc/docker", "The directory containing the OPA (Rego) policies."],
         ["socket-mode", None, "0660", "Permissions of the listening socket (octal).", _octal],
         ["socket-group", None, None, "Group owning the listening socket (name or gid)."],
-        ["max-json-body", None, DEFAULT_MAX_JSON_BODY, "Largest JSON request body, in bytes.", int],
+        ["max-json-body", None, DEFAULT_MAX_JSON_BODY, "Largest JSON request body, in bytes.",
+         _positive(int)],
+        ["max-context-size", None, ContextLimits.max_input_bytes,
+         "Largest build context accepted, in bytes.", _positive(int)],
+        ["policy-reload-interval", None, DEFAULT_INTERVAL,
+         "Seconds between checks of the policy directory for changes.", _positive(float)],
+        ["opa-url", None, None,
+         "Ask this OPA server (http://127.0.0.1:8181 or unix:///path) instead of the embedded engine."],
+        ["opa-timeout", None, 2.0, "Seconds to wait for OPA before denying.", _positive(float)],
+        ["opa-token-file", None, None, "File holding a bearer token for OPA."],
         ["log-format", None, "console", "Log format: console or json."],
     ]
 
+    def parseOptions(self, options=None):
+        self._argv = list(options) if options is not None else None
+        return super().parseOptions(options)
+
+    def _given_on_command_line(self, name: str) -> bool:
+        argv = self._argv
+        if argv is None:
+            import sys
+            argv = sys.argv
+        short = {long: s for long, s, *_ in self.optParameters + self.optFlags if s}
+        for arg in argv:
+            if arg == f"--{name}" or arg.startswith(f"--{name}="):
+                return True
+            if name in short and arg.startswith(f"-{short[name]}"):
+                return True
+        return False
+
+    def _apply_config(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise usage.UsageError(f"cannot read config file {path}: {e}")
+        if not isinstance(data, dict):
+            raise usage.UsageError(f"config file {path} must be a mapping of option names")
+        params = {p[0]: p for p in self.optParameters}
+        flags = {f[0] for f in self.optFlags}
+        for key, value in data.items():
+            if key == "config" or (key not in params and key not in flags):
+                raise usage.UsageError(f"config file {path}: unknown option {key!r}")
+            if self._given_on_command_line(key):
+                continue
+            if key in flags:
+                if not isinstance(value, bool):
+                    raise usage.UsageError(f"config file {path}: {key} must be true or false")
+                self[key] = int(value)
+                continue
+            coerce = params[key][4] if len(params[key]) > 4 else None
+            try:
+                self[key] = coerce(value) if coerce and value is not None else value
+            except (ValueError, TypeError, usage.UsageError) as e:
+                raise usage.UsageError(f"config file {path}: bad value for {key}: {e}")
+
     def postOptions(self) -> None:
+        if self["config"]:
+            self._apply_config(self["config"])
         if isinstance(self["socket-mode"], str):  # the default is not coerced by usage
             self["socket-mode"] = _octal(self["socket-mode"])
         if self["log-format"] not in ("console", "json"):
             raise usage.UsageError("--log-format must be 'console' or 'json'")
-        if self["max-json-body"] <= 0:
-            raise usage.UsageError("--max-json-body must be positive")
 
 
 class DsfwChannel(HTTPChannel):
@@ -67,28 +143,57 @@ class DsfwChannel(HTTPChannel):
     MAX_LENGTH = 1 << 20
 
 
-class _StartupLog(Service):
-    def __init__(self, options: Options):
+class _Lifecycle(Service):
+    """Start-up log line, and closing what holds connections on stop."""
+
+    def __init__(self, options: Options, engine, pool: DockerPool):
         self._options = options
+        self._engine = engine
+        self._pool = pool
 
     def startService(self) -> None:
         super().startService()
         o = self._options
-        log.info("dsfw.started", message=f"Docker Firewall: {o['target']} -> {o['host']}, "
-                 f"Policy Dir: {o['policyDir']}")
+        log.info("dsfw.started",
+                 message=f"Docker Firewall: {o['target']} -> {o['host']}, "
+                         f"Policy Dir: {o['policyDir']}",
+                 engine=self._engine.name, revision=self._engine.revision(),
+                 dry_run=bool(o["dry-run"]))
+
+    def stopService(self):
+        super().stopService()
+        self._pool.close()
+        close = getattr(self._engine, "close", None)
+        return close() if close is not None else None
+
+
+def _make_engine(options: Options, reactor):
+    if options["opa-url"]:
+        from dsfw.policy.opa import OpaEngine
+        try:
+            return OpaEngine(reactor, options["opa-url"], timeout=options["opa-timeout"],
+                             token_file=options["opa-token-file"])
+        except ValueError as e:
+            raise SystemExit(f"dsfw: bad OPA settings: {e}")
+    try:
+        return EmbeddedEngine(options["policyDir"])
+    except PolicyLoadError as e:
+        raise SystemExit(f"dsfw: cannot load policies: {e}")
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     logsetup.configure(verbose=options["verbose"], fmt=options["log-format"])
-    try:
-        engine = EmbeddedEngine(options["policyDir"])
-    except PolicyLoadError as e:
-        raise SystemExit(f"dsfw: cannot load policies: {e}")
+    engine = _make_engine(options, reactor)
     pool = DockerPool(reactor, options["target"])
     relay = Relay(reactor, pool)
-    resource = FirewallResource(engine, relay, reactor, max_json_body=options["max-json-body"])
+    limits = ContextLimits(max_input_bytes=options["max-context-size"])
+    gate = BuildGate(reactor, reactor.getThreadPool(), BuildOptions(
+        allow_buildkit=bool(options["allow-buildkit"]),
+        allow_remote_context=bool(options["allow-remote-context"]), limits=limits))
+    resource = FirewallResource(engine, relay, gate, max_json_body=options["max-json-body"],
+                                peer_identity=peer_identity, dry_run=bool(options["dry-run"]))
     site = Site(resource, reactor=reactor)
     site.protocol = DsfwChannel
     site.displayTracebacks = False
@@ -98,16 +203,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = MultiService()
     ProtectedSocketService(reactor, options["host"], site, mode=options["socket-mode"],
                            group=options["socket-group"]).setServiceParent(top)
-    _StartupLog(options).setServiceParent(top)
-
-    class _PoolCloser(Service):
-        def stopService(self):
-            pool.close()
-            return super().stopService()
-
-    _PoolCloser().setServiceParent(top)
+    _Lifecycle(options, engine, pool).setServiceParent(top)
+    if isinstance(engine, EmbeddedEngine):
+        PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
     reload = getattr(engine, "reload", None)
     if reload is not None:
+        # SIGHUP reloads policies; the handler only schedules work on the reactor.
         reactor.callWhenRunning(signal.signal, signal.SIGHUP,
                                 lambda *a: reactor.callFromThread(reload))
     return top

@@ -1,0 +1,141 @@
+"""Builds: the context is read, rewritten and its Dockerfile shown to the policy.
+
+A ``POST /build`` is decided twice: ``data.docker.authz.allow`` sees the
+request (query included: ``networkmode``, ``buildargs``...), and
+``data.docker.build.allow`` sees the Dockerfile dockerd will use.  The
+Dockerfile comes from dsfw's own canonical re-serialization of the context
+(:func:`dsfw.buildcontext.rewrite_context`), which is also what is forwarded,
+with the ``dockerfile`` parameter pointing at the exact file the policy saw.
+
+What dsfw cannot see, it refuses by default: ``remote=`` contexts (dockerd
+fetches them itself) and BuildKit builds (the Dockerfile travels over the
+``/session`` tunnel, never through the build request).  Operators can allow
+either explicitly; an allowed uninspected build is logged as such, and the
+build policy is never asked about a Dockerfile it was not shown.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import structlog
+from twisted.internet.threads import deferToThreadPool
+
+from dsfw.buildcontext import ContextLimits, rewrite_context
+from dsfw.dockerfile import dockerfile_input
+from dsfw.errors import BadRequest, Forbidden
+from dsfw.inputdoc import CanonicalRequest
+
+log = structlog.get_logger("dsfw")
+
+BUILDKIT_ENDPOINTS = frozenset({"/session", "/grpc"})
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Operator choices about builds dsfw cannot inspect, and context bounds."""
+
+    allow_buildkit: bool = False
+    allow_remote_context: bool = False
+    limits: ContextLimits = ContextLimits()
+
+
+@dataclass(frozen=True)
+class PreparedBuild:
+    """A build request ready for the policies and the relay.
+
+    ``fields`` are added to the input document of ``data.docker.build``;
+    ``context`` is the canonical tar to forward (None when nothing is sent).
+    """
+
+    request: CanonicalRequest
+    fields: dict[str, Any] | None
+    context: BinaryIO | None
+    context_length: int | None
+
+
+def _buildargs(req: CanonicalRequest) -> dict[str, str | None]:
+    raw = req.target.param("buildargs")
+    if not raw:
+        return {}
+    try:
+        args = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the buildargs parameter is not valid JSON") from None
+    if not isinstance(args, dict) or not all(
+            isinstance(v, str) or v is None for v in args.values()):
+        raise BadRequest("the buildargs parameter must be a JSON object of strings")
+    return args
+
+
+def _with_dockerfile(req: CanonicalRequest, path: str) -> CanonicalRequest:
+    """The request with ``dockerfile=`` set to the file the policy saw."""
+    query = [(k, v) for k, v in req.target.query if k != "dockerfile"]
+    query.append(("dockerfile", path))
+    target = dataclasses.replace(req.target, query=tuple(query))
+    return dataclasses.replace(req, target=target)
+
+
+def _read_context(content: BinaryIO, out: BinaryIO, dockerfile: str, limits: ContextLimits,
+                  buildargs: dict[str, str | None]):
+    """Worker-thread part: rewrite the context, parse its Dockerfile."""
+    content.seek(0)
+    ctx = rewrite_context(content, out, dockerfile, limits)
+    return ctx, dockerfile_input(ctx.dockerfile, buildargs)
+
+
+def is_buildkit(req: CanonicalRequest) -> bool:
+    return req.target.param("version") == "2"
+
+
+class BuildGate:
+    """Turns a build request into a :class:`PreparedBuild`, or refuses it."""
+
+    def __init__(self, reactor, threadpool, options: BuildOptions = BuildOptions()):
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._options = options
+
+    def check_buildkit_endpoint(self, req: CanonicalRequest, bound) -> None:
+        """``/session`` and ``/grpc`` only serve BuildKit builds dsfw cannot read."""
+        if req.target.plain_path in BUILDKIT_ENDPOINTS:
+            if not self._options.allow_buildkit:
+                raise Forbidden(
+                    "BuildKit sessions cannot be inspected by the firewall and are refused; "
+                    "build with DOCKER_BUILDKIT=0 (the classic builder)")
+            bound.warning("build.uninspected_allowed", reason="BuildKit session")
+
+    async def prepare(self, req: CanonicalRequest, content: BinaryIO | None, bound) -> PreparedBuild:
+        if req.target.param("remote"):
+            if not self._options.allow_remote_context:
+                raise Forbidden(
+                    "remote build contexts (remote=) cannot be inspected by the firewall "
+                    "and are refused; send the build context from the client instead")
+            bound.warning("build.uninspected_allowed", reason="remote context")
+            return PreparedBuild(req, None, content, None)
+        if is_buildkit(req):
+            if not self._options.allow_buildkit:
+                raise Forbidden(
+                    "BuildKit builds cannot be inspected by the firewall and are refused; "
+                    "build with DOCKER_BUILDKIT=0 (the classic builder)")
+            bound.warning("build.uninspected_allowed", reason="BuildKit build")
+            return PreparedBuild(req, None, None, None)
+        if content is None:
+            raise BadRequest("a build request needs a build context")
+        buildargs = _buildargs(req)
+        dockerfile = req.target.param("dockerfile") or "Dockerfile"
+        out = tempfile.TemporaryFile(prefix="dsfw-context-")
+        try:
+            ctx, fields = await deferToThreadPool(self._reactor, self._threadpool, _read_context,
+                                                  content, out, dockerfile, self._options.limits,
+                                                  buildargs)
+        except BaseException:
+            out.close()
+            raise
+        bound.debug("build.context", dockerfile=ctx.dockerfile_path, members=ctx.members,
+                    bytes=ctx.content_bytes, compression=ctx.compression)
+        return PreparedBuild(_with_dockerfile(req, ctx.dockerfile_path), fields, out,
+                             ctx.output_bytes)
