@@ -10,6 +10,7 @@ into the shape Go's decoder gives it (:mod:`dsfw.docker_schema`).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from dsfw.docker_schema import body_schema, canonical_document
@@ -38,6 +39,15 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise BadRequest(f"JSON body contains {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # Python reads 1e400 as infinity, which dsfw could not serialize back;
+    # Go refuses it as out of range.
+    value = float(text)
+    if math.isinf(value):
+        raise BadRequest(f"JSON body contains the out-of-range number {text[:40]}")
+    return value
 
 
 def _check_string(s: str) -> None:
@@ -92,7 +102,7 @@ def parse_json_body(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise BadRequest("JSON body starts with a byte order mark")
     try:
         value = json.loads(text, object_pairs_hook=_reject_duplicates,
-                           parse_constant=_reject_constant)
+                           parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise BadRequest(f"JSON body is nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as e:

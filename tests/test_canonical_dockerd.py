@@ -204,6 +204,19 @@ def test_canonical_create_body_configures_what_the_raw_one_does_and_what_the_pol
             assert stored.get(key, zero) == seen.get(key, zero), (key, raw, forwarded)
 
 
+def test_key_folding_is_dockerds():
+    """Kelvin sign and long s fold like k and s; a Cyrillic look-alike does not."""
+    raw = json.dumps({"Image": IMAGE, "Cmd": ["true"], "HostConfig": {
+        "\u212aernelMemory": 8000000, "ReadonlyRootf\u017f": True,
+        "Privileg\u0435d": True}}).encode()
+    seen, forwarded = canonicalize_body("POST", "/containers/create", "1.41", raw)
+    assert seen["HostConfig"] == {"ReadonlyRootfs": True, "KernelMemory": 8000000}
+    for body in (raw, forwarded):
+        status, info = create_and_inspect("1.41", body)
+        hc = info["HostConfig"]
+        assert (hc["KernelMemory"], hc["ReadonlyRootfs"], hc["Privileged"]) == (8000000, True, False)
+
+
 def test_merged_objects_are_real_so_refusing_them_is_needed():
     """dockerd merges ``HostConfig`` and ``hostconfig``: a policy reading one would be wrong."""
     raw = json.dumps({"Image": IMAGE, "Cmd": ["true"], "HostConfig": {"Privileged": False},
