@@ -13,17 +13,16 @@ dsfw let through is a bypass if ``inspect`` shows ``Privileged`` or ``Binds``.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 from e2e_support import DOCKER_SOCKET as DOCKER_SOCK, TEST_IMAGE as IMAGE
 from e2e_support import DsfwProcess, dsfw_args, policy_dir
+from test_canonical_dockerd import send
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_SOCK),
                                 reason=f"needs a running dockerd at {DOCKER_SOCK}")
@@ -47,37 +46,6 @@ denied if {
 	not startswith(image, "registry.example/")
 }
 """
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=30)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self._path)
-
-
-def send(sock_path: str, method: str, target: bytes, body: bytes | None,
-         chunked: bool = False, content_type: str = "application/json") -> tuple[int, bytes]:
-    conn = _UnixHTTPConnection(sock_path)
-    try:
-        conn.putrequest(method, target.decode("latin-1"), skip_accept_encoding=True)
-        conn.putheader("Content-Type", content_type)
-        if chunked:
-            conn.putheader("Transfer-Encoding", "chunked")
-            conn.endheaders()
-            if body:
-                conn.send(b"%x\r\n%s\r\n" % (len(body), body))
-            conn.send(b"0\r\n\r\n")
-        else:
-            conn.putheader("Content-Length", str(len(body or b"")))
-            conn.endheaders(body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

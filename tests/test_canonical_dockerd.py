@@ -29,27 +29,41 @@ pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_SOCK),
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__("localhost", timeout=30)
+        self._path = path
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(DOCKER_SOCK)
+        self.sock.connect(self._path)
 
 
-def docker(method: str, target: str | bytes, body: bytes | None = None) -> tuple[int, bytes]:
-    """One raw request to dockerd, the target sent byte for byte."""
-    conn = _UnixHTTPConnection()
+def send(sock_path: str, method: str, target: str | bytes, body: bytes | None = None,
+         chunked: bool = False, content_type: str = "application/json") -> tuple[int, bytes]:
+    """One request over a UNIX socket, the target and body sent byte for byte."""
+    conn = _UnixHTTPConnection(sock_path)
     try:
         conn.putrequest(method, target.decode("latin-1") if isinstance(target, bytes) else target,
                         skip_accept_encoding=True)
-        conn.putheader("Content-Type", "application/json")
-        conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
+        conn.putheader("Content-Type", content_type)
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            if body:
+                conn.send(b"%x\r\n%s\r\n" % (len(body), body))
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.putheader("Content-Length", str(len(body or b"")))
+            conn.endheaders(body)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def docker(method: str, target: str | bytes, body: bytes | None = None) -> tuple[int, bytes]:
+    """One raw request straight to dockerd."""
+    return send(DOCKER_SOCK, method, target, body)
 
 
 def create_and_inspect(version: str | None, body: bytes) -> tuple[int, object]:
