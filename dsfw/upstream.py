@@ -10,6 +10,7 @@ with backpressure.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Protocol as TypingProtocol
 
@@ -24,6 +25,7 @@ from zope.interface import implementer
 from dsfw.errors import UpstreamUnavailable
 
 MAX_RESPONSE_HEAD = 1 << 20
+_HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_BODY_STATUSES = frozenset({204, 304})
 HIJACK_CONTENT_TYPES = (b"application/vnd.docker.raw-stream", b"application/vnd.docker.multiplexed-stream")
 
@@ -143,11 +145,13 @@ class DockerConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == "spliced":
-            self.splice_peer.transport.write(data)
+            if self.splice_peer is not None:  # None: the client left before the splice
+                self.splice_peer.transport.write(data)
             return
         if self._state in ("idle", "closed"):
             # Bytes nobody asked for: the connection is not reusable.
             self._keep_alive = False
+            self._state = "closed"
             self.transport.loseConnection()
             return
         self.received_any = True
@@ -252,12 +256,12 @@ class DockerConnection(Protocol):
                 if len(self._buf) > 4096:
                     raise UpstreamProtocolError("dockerd sent a malformed chunk size")
                 return False
-            size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
+            size_text = bytes(self._buf[:end]).split(b";", 1)[0].rstrip(b" \t")
             del self._buf[: end + 2]
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise UpstreamProtocolError("dockerd sent a malformed chunk size") from None
+            # HEXDIG only: int(x, 16) would also take signs, "0x", "_" and spaces.
+            if not _HEX_SIZE.fullmatch(size_text):
+                raise UpstreamProtocolError("dockerd sent a malformed chunk size")
+            size = int(size_text, 16)
             if size == 0:
                 self._chunk_state = "trailer"
             else:
@@ -303,6 +307,9 @@ class DockerConnection(Protocol):
             self._keep_alive = False  # bytes beyond the response: never reuse
         sink.body_finished()
         if self._keep_alive and self.on_release is not None and self.transport is not None:
+            # A slow client may have paused reading; an idle pooled connection
+            # must read again, or its next response (and dockerd's close) is never seen.
+            self.transport.resumeProducing()
             self.on_release(self)
         elif self.transport is not None:
             self._state = "closed"
@@ -324,6 +331,8 @@ class DockerConnection(Protocol):
         if self._state == "spliced" and self.splice_peer is not None:
             self.splice_peer.upstream_read_closed()
             return
+        if self._state == "idle":
+            self._state = "closed"  # dockerd closed it: not for the pool any more
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
