@@ -55,6 +55,12 @@ class PolicyEngineError(DsfwError):
     status = 503
 
 
+class ShuttingDown(DsfwError):
+    """dsfw is draining for a stop and takes no new requests."""
+
+    status = 503
+
+
 class UpstreamUnavailable(DsfwError):
     """dockerd cannot be reached or broke the exchange."""
 

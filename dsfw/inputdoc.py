@@ -23,8 +23,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Header values that carry credentials: shown to the policy, never logged.
-SECRET_HEADERS = frozenset({"X-Registry-Auth", "X-Registry-Config", "Authorization"})
 
 
 def canonical_header_name(name: str) -> str:
@@ -99,8 +97,3 @@ def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
     if extra:
         doc.update(extra)
     return doc
-
-
-def redacted_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Headers safe to log: credentials replaced by a marker."""
-    return {k: ("<redacted>" if k in SECRET_HEADERS else v) for k, v in headers.items()}

@@ -18,11 +18,15 @@ from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from dsfw import endpoints
+from dsfw import admin, endpoints
 from dsfw.canonical_body import canonicalize_body
 from dsfw.canonical_path import canonical_target
-from dsfw.errors import BadRequest, DsfwError, Forbidden, PayloadTooLarge, error_body, error_response
-from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document, redacted_headers
+from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
+                         ShuttingDown, error_body, error_response)
+from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document
+from dsfw.inflight import InFlight
+from dsfw.metrics import Metrics
+from dsfw.redact import redact_input
 from dsfw.buildgate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.relay import Relay
@@ -54,10 +58,14 @@ def _upgrade_of(request) -> str | None:
     return value
 
 
-def _redacted_input(doc: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(doc)
-    shown["Headers"] = redacted_headers(doc.get("Headers", {}))
-    return shown
+def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
+    """A complete answer from dsfw itself (errors, its own endpoints)."""
+    request.setResponseCode(status)
+    request.defaultContentType = None
+    request.responseHeaders.setRawHeaders(b"content-type", [content_type])
+    request.responseHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
+    request.write(body)
+    request.finish()
 
 
 class FirewallResource(Resource):
@@ -68,7 +76,8 @@ class FirewallResource(Resource):
     def __init__(self, engine: PolicyEngine, relay: Relay, build_gate: BuildGate, *,
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, clock=None, admin_endpoints=None,
+                 metrics: Metrics | None = None):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -77,21 +86,41 @@ class FirewallResource(Resource):
         self._build_gate = build_gate
         self._dry_run = dry_run
         self._ids = itertools.count(1)
+        self._admin = admin_endpoints
+        self.metrics = metrics if metrics is not None else Metrics()
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.inflight = InFlight(clock)
 
     def render(self, request):
         d = ensureDeferred(self._handle(request))
         request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET
 
+    def _abort_request(self, request) -> Callable[[], None]:
+        def abort() -> None:
+            channel = request.channel
+            if channel is not None and channel.transport is not None:
+                channel.transport.abortConnection()
+        return abort
+
     async def _handle(self, request) -> None:
         request_id = next(self._ids)
         started = time.perf_counter()
         bound = log.bind(request_id=request_id)
+        token = self.inflight.begin(self._abort_request(request))
+        hijack_token = None
         context = None
+        req = None
         try:
+            if self.inflight.draining:
+                raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
             req = self.canonicalize(request)
             bound = bound.bind(method=req.method, path=req.target.path)
             bound.debug("request.received", target=request.uri.decode("latin-1"))
+            if req.target.plain_path.startswith(admin.PREFIX):
+                await self._answer_admin(request, req)
+                return
             stream = request.content if req.stream_body else None
             length = _body_size(stream) if stream is not None else None
             build_fields = None
@@ -102,21 +131,51 @@ class FirewallResource(Resource):
                 stream = context = prepared.context
                 length = prepared.context_length
             peer = self._peer_identity(request.channel.transport) if self._peer_identity else None
+            if peer is not None:
+                bound = bound.bind(peer_uid=peer.get("Uid"), peer_user=peer.get("User"))
             doc = input_document(req, peer=peer)
-            await self._decide(bound, AUTHZ, doc)
+            await self._decide(bound, AUTHZ, doc, started)
             if build_fields is not None:
-                await self._decide(bound, BUILD, {**doc, **build_fields})
+                await self._decide(bound, BUILD, {**doc, **build_fields}, started)
+            self.metrics.count("allowed", req.method, req.target.plain_path)
             may_hijack = endpoints.may_hijack(req.method, req.target.plain_path)
-            result = await self._relay.forward(request, req, req.json_body, stream, length, may_hijack)
+            if may_hijack:
+                hijack_token = self.inflight.begin(self._abort_request(request))
+            result = await self._relay.forward(
+                request, req, req.json_body, stream, length, may_hijack,
+                on_hijack_close=lambda: self.inflight.end(hijack_token))
+            if result != "hijacked" and hijack_token is not None:
+                self.inflight.end(hijack_token)
             bound.debug("request.relayed", hijacked=result == "hijacked",
                         ms=round((time.perf_counter() - started) * 1000, 2))
         except CancelledError:
             bound.info("request.cancelled", reason="client went away")
+            if hijack_token is not None:
+                self.inflight.end(hijack_token)
         except Exception as e:  # every failure is a refusal
+            if hijack_token is not None:
+                self.inflight.end(hijack_token)
+            self._count_failure(e, req)
             self._refuse(request, e, bound)
         finally:
+            self.inflight.end(token)
             if context is not None:
                 context.close()
+
+    def _count_failure(self, exc: BaseException, req: CanonicalRequest | None) -> None:
+        status = getattr(exc, "status", 500)
+        outcome = ("denied" if status == 403 else "bad_request" if 400 <= status < 500
+                   else "error")
+        if req is None:
+            self.metrics.count(outcome)
+        else:
+            self.metrics.count(outcome, req.method, req.target.plain_path)
+
+    async def _answer_admin(self, request, req: CanonicalRequest) -> None:
+        if self._admin is None:
+            raise NotFound("dsfw endpoints are not enabled")
+        status, content_type, body = await self._admin.answer(req.method, req.target.plain_path)
+        _write_answer(request, status, content_type, body)
 
     def canonicalize(self, request) -> CanonicalRequest:
         """Parse the twisted.web request into the one form dsfw decides and forwards."""
@@ -145,9 +204,9 @@ class FirewallResource(Resource):
         return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
                                 upgrade=upgrade)
 
-    async def _decide(self, bound, package: str, doc: dict[str, Any]):
+    async def _decide(self, bound, package: str, doc: dict[str, Any], started: float):
         query = f"data.{package}.allow"
-        bound.debug("policy.query", query=query, input=_redacted_input(doc))
+        bound.debug("policy.query", query=query, input=redact_input(doc))
         try:
             decision = await self._engine.decide(package, doc)
         except Exception as e:
@@ -157,7 +216,9 @@ class FirewallResource(Resource):
             return None
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
-                   revision=getattr(decision, "revision", ""))
+                   revision=getattr(decision, "revision", ""),
+                   url_query=redact_input(doc)["Query"],
+                   ms=round((time.perf_counter() - started) * 1000, 3))
         if not decision.allowed:
             if self._dry_run:
                 bound.warning("policy.dry_run_would_deny", query=query, reasons=decision.message())
@@ -178,10 +239,4 @@ class FirewallResource(Resource):
         if request.startedWriting:
             request.channel.transport.abortConnection()
             return
-        request.setResponseCode(status)
-        request.defaultContentType = None
-        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-        body = error_body(message)
-        request.responseHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
-        request.write(body)
-        request.finish()
+        _write_answer(request, status, b"application/json", error_body(message))

@@ -15,7 +15,11 @@ from twisted.python import usage
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
+from twisted.internet.defer import ensureDeferred, maybeDeferred
+
 from dsfw import logsetup
+from dsfw.admin import AdminEndpoints
+from dsfw.metrics import Metrics
 from dsfw.buildcontext import ContextLimits
 from dsfw.buildgate import BuildGate, BuildOptions
 from dsfw.listening import ProtectedSocketService
@@ -78,6 +82,9 @@ class Options(usage.Options):
         ["opa-timeout", None, 2.0, "Seconds to wait for OPA before denying.", _positive(float)],
         ["opa-token-file", None, None, "File holding a bearer token for OPA."],
         ["log-format", None, "console", "Log format: console or json."],
+        ["drain-timeout", None, 10.0,
+         "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
+         _positive(float)],
     ]
 
     def parseOptions(self, options=None):
@@ -146,10 +153,11 @@ class DsfwChannel(HTTPChannel):
 class _Lifecycle(Service):
     """Start-up log line, and closing what holds connections on stop."""
 
-    def __init__(self, options: Options, engine, pool: DockerPool):
+    def __init__(self, options: Options, engine, pool: DockerPool, resource: FirewallResource):
         self._options = options
         self._engine = engine
         self._pool = pool
+        self._resource = resource
 
     def startService(self) -> None:
         super().startService()
@@ -160,11 +168,20 @@ class _Lifecycle(Service):
                  engine=self._engine.name, revision=self._engine.revision(),
                  dry_run=bool(o["dry-run"]))
 
-    def stopService(self):
-        super().stopService()
+    async def _stop(self) -> None:
+        inflight = self._resource.inflight
+        log.info("dsfw.stopping", in_flight=len(inflight),
+                 drain_timeout=self._options["drain-timeout"])
+        await inflight.drain(self._options["drain-timeout"])
         self._pool.close()
         close = getattr(self._engine, "close", None)
-        return close() if close is not None else None
+        if close is not None:
+            await maybeDeferred(close)
+        log.info("dsfw.stopped")
+
+    def stopService(self):
+        super().stopService()
+        return ensureDeferred(self._stop())
 
 
 def _make_engine(options: Options, reactor):
@@ -192,8 +209,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
     gate = BuildGate(reactor, reactor.getThreadPool(), BuildOptions(
         allow_buildkit=bool(options["allow-buildkit"]),
         allow_remote_context=bool(options["allow-remote-context"]), limits=limits))
-    resource = FirewallResource(engine, relay, gate, max_json_body=options["max-json-body"],
-                                peer_identity=peer_identity, dry_run=bool(options["dry-run"]))
+    metrics = Metrics()
+    resource = FirewallResource(
+        engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
+        dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
+        admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor))
     site = Site(resource, reactor=reactor)
     site.protocol = DsfwChannel
     site.displayTracebacks = False
@@ -203,7 +223,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = MultiService()
     ProtectedSocketService(reactor, options["host"], site, mode=options["socket-mode"],
                            group=options["socket-group"]).setServiceParent(top)
-    _Lifecycle(options, engine, pool).setServiceParent(top)
+    _Lifecycle(options, engine, pool, resource).setServiceParent(top)
     if isinstance(engine, EmbeddedEngine):
         PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
     reload = getattr(engine, "reload", None)
