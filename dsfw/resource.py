@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from dsfw import admin, endpoints
-from dsfw.canonical_body import canonicalize_body
+from dsfw.canonical_body import canonicalize_body, check_content_type
 from dsfw.canonical_path import canonical_target
 from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
                          ShuttingDown, error_body, error_response)
@@ -187,6 +187,9 @@ class FirewallResource(Resource):
             raise BadRequest(f"unsupported request method {method!r}")
         target = canonical_target(request.uri)
         headers = canonical_headers(request.requestHeaders.getAllRawHeaders())
+        for value in request.requestHeaders.getRawHeaders(b"content-type") or []:
+            for part in value.decode("latin-1").split(","):
+                check_content_type(part)  # form bodies would smuggle query parameters
         upgrade = _upgrade_of(request)
         if upgrade and not endpoints.may_hijack(method, target.plain_path):
             raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")

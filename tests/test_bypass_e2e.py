@@ -188,10 +188,6 @@ def test_legacy_start_body_cannot_add_binds(dsfw_sock):
         _remove(cid)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "live bypass: dsfw/resource.py forwards a form Content-Type with a stream body, and Go's "
-    "ParseForm reads fromImage from it; the fix is canonical_body.check_content_type() "
-    "on every request (or never forwarding form content types)"))
 def test_query_parameters_hidden_in_a_form_body(dsfw_sock):
     """``POST /images/create`` with a form body: dockerd reads ``fromImage`` from the body."""
     form = b"fromImage=nonexistent.invalid/evil&tag=1"
