@@ -218,6 +218,26 @@ def test_canonical_create_body_configures_what_the_raw_one_does_and_what_the_pol
             assert stored.get(key, zero) == seen.get(key, zero), (key, raw, forwarded)
 
 
+def test_schema_fields_are_dockerds():
+    """Every Config/HostConfig field dockerd stores is in dsfw's tables (else it would be dropped)."""
+    from dsfw import docker_types as T
+    raw = json.dumps({"Image": IMAGE, "Cmd": ["true"], "ExposedPorts": {"80/tcp": {}},
+                      "StopSignal": "SIGTERM", "Shell": ["sh"], "MacAddress": "02:42:ac:11:00:09",
+                      "HostConfig": {"Init": True, "Tmpfs": {"/run": ""},
+                                     "Sysctls": {"net.ipv4.ip_forward": "1"},
+                                     "Capabilities": ["CAP_CHOWN"]}}).encode()  # gone in 1.41
+    status, info = create_and_inspect("1.41", raw)
+    assert status == 201
+    hc_fields = {f.key for f in T.HOST_CONFIG.flat}
+    config_fields = {f.key for f in T.CONFIG.flat}
+    assert set(info["HostConfig"]) <= hc_fields
+    assert set(info["Config"]) | {"Hostname"} <= config_fields
+    # what inspect leaves out here is omitempty and unset, not unknown to dockerd
+    assert hc_fields - set(info["HostConfig"]) <= {"StorageOpt", "Mounts"}
+    assert config_fields - set(info["Config"]) - {"Hostname"} <= {
+        "ArgsEscaped", "StopTimeout", "Healthcheck", "NetworkDisabled"}
+
+
 def test_key_folding_is_dockerds():
     """Kelvin sign and long s fold like k and s; a Cyrillic look-alike does not."""
     raw = json.dumps({"Image": IMAGE, "Cmd": ["true"], "HostConfig": {
