@@ -374,9 +374,10 @@ int main(int argc, char **argv) {
                     active--;
                     continue;
                 }
-                start_next(c);
+                start_next(c); /* give up on this request: a fresh one */
+            } else {
+                c->retried = 1;
             }
-            c->retried = 1;
             reconnect(ep, c);
         }
     }

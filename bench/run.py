@@ -175,6 +175,10 @@ def main(argv=None):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 idle conns, and the targets
     if not os.path.exists(args.docker_socket):
         sys.exit(f"no docker socket at {args.docker_socket}: the benchmark needs dockerd")
+    base = workloads.BASE_IMAGE
+    if rawhttp.request(args.docker_socket, "GET", f"/images/{base}/json").status != 200:
+        sys.exit(f"image {base} is missing: make one with `docker import` of a busybox "
+                 "rootfs (see docs/benchmarks.md)")
     if not shutil.which("gcc"):
         sys.exit("gcc is needed to build bench/loadgen.c")
     targets.Dsfw.command_template = args.dsfw_command

@@ -269,7 +269,10 @@ class Dsfw(Target):
     def version(self):
         out = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True).stdout.strip()
-        return f"git {out}" if out else ""
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--",
+                                "dsfw", "twisted", "policies"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"git {out}" + (" with uncommitted changes" if dirty else "") if out else ""
 
 
 def dsfw_env():

@@ -7,6 +7,7 @@ nothing about how fast anything is.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -22,11 +23,20 @@ pytestmark = [
                        reason="gcc is needed to build bench/loadgen.c"),
 ]
 
+def _has_base_image():
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(DOCKER_SOCKET)
+        sock.sendall(b"GET /images/localbusybox:latest/json HTTP/1.0\r\n\r\n")
+        return sock.recv(64).split()[1:2] == [b"200"]
+
+
 SCENARIOS = ["ping_c1", "ping_c16", "list_c1", "create_delete_c4", "upload", "download", "idle"]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    if not _has_base_image():
+        pytest.skip("dockerd has no localbusybox:latest image (docs/benchmarks.md says how to make one)")
     # socat is the cheap second target; without it the harness still runs on direct.
     targets = "direct,socat" if shutil.which("socat") else "direct"
     out = tmp_path_factory.mktemp("bench") / "quick.json"
