@@ -275,3 +275,80 @@ def test_legacy_start_body_applies_below_1_24_and_is_shown_as_host_config():
         assert (hc["Binds"], hc["CapAdd"]) == (["/etc:/mnt/hostetc"], ["sys_admin"])
     finally:
         docker("DELETE", f"/containers/{cid}?force=1")
+
+
+def _same_effect(path: str, raw: bytes, inspect, cleanup) -> object:
+    """Send ``raw`` and dsfw's canonical form of it; both must give the same inspect result."""
+    seen, forwarded = canonicalize_body("POST", path, "1.41", raw)
+    results = []
+    for body in (raw, forwarded):
+        status, data = docker("POST", f"/v1.41{path}", body)
+        assert status in (200, 201), data
+        try:
+            results.append(inspect(json.loads(data)))
+        finally:
+            cleanup(json.loads(data))
+    assert results[0] == results[1]
+    return seen, results[0]
+
+
+def test_volume_create_spellings():
+    def inspect(created):
+        info = json.loads(docker("GET", f"/volumes/{created['Name']}")[1])
+        return {k: info[k] for k in ("Driver", "Labels", "Options")}
+    raw = json.dumps({"driver": "local", "DRIVEROPTS": {"type": "none", "o": "bind", "device": "/tmp"},
+                      "labels": {"Privileged": "x"}, "Junk": 1}).encode()
+    seen, effect = _same_effect("/volumes/create", raw, inspect,
+                                lambda created: docker("DELETE", f"/volumes/{created['Name']}"))
+    assert effect == {"Driver": "local", "Labels": {"Privileged": "x"},
+                      "Options": {"type": "none", "o": "bind", "device": "/tmp"}}
+    assert seen["DriverOpts"] == effect["Options"]
+
+
+def test_network_create_spellings():
+    names = iter(["dsfw-canon-a", "dsfw-canon-b"])
+
+    def inspect(created):
+        info = json.loads(docker("GET", f"/networks/{created['Id']}")[1])
+        return {k: info[k] for k in ("Driver", "Internal", "Options", "Labels")} | {
+            "Subnets": [c["Subnet"] for c in info["IPAM"]["Config"]]}
+    body = {"driver": "bridge", "internal": True, "options": {"com.docker.network.bridge.enable_icc": "false"},
+            "IPAM": {"config": [{"subnet": "10.231.0.0/24"}]}, "Labels": {"a": "b"}}
+    seen, effect = _same_effect_named(json.dumps({**body, "name": next(names)}).encode(),
+                                      names, inspect)
+    assert effect["Internal"] is True and seen["Internal"] is True
+    assert effect["Subnets"] == ["10.231.0.0/24"]
+
+
+def _same_effect_named(raw: bytes, names, inspect):
+    """Networks need distinct names (and subnets): create, inspect, remove, one at a time."""
+    seen, forwarded = canonicalize_body("POST", "/networks/create", "1.41", raw)
+    results = []
+    for body in (raw, json.dumps({**json.loads(forwarded), "Name": next(names)}).encode()):
+        status, data = docker("POST", "/v1.41/networks/create", body)
+        assert status == 201, data
+        created = json.loads(data)
+        try:
+            results.append(inspect(created))
+        finally:
+            docker("DELETE", f"/networks/{created['Id']}")
+    assert results[0] == results[1]
+    return seen, results[0]
+
+
+def test_exec_create_spellings():
+    status, data = docker("POST", "/v1.41/containers/create",
+                          json.dumps({"Image": IMAGE, "Cmd": ["sleep", "30"]}).encode())
+    cid = json.loads(data)["Id"]
+    try:
+        assert docker("POST", f"/v1.41/containers/{cid}/start")[0] == 204
+
+        def inspect(created):
+            info = json.loads(docker("GET", f"/exec/{created['Id']}/json")[1])
+            return info["ProcessConfig"]
+        raw = json.dumps({"cmd": ["id"], "PRIVILEGED": True, "user": "nobody", "Junk": 1}).encode()
+        seen, effect = _same_effect(f"/containers/{cid}/exec", raw, inspect, lambda created: None)
+        assert seen == {"User": "nobody", "Privileged": True, "Cmd": ["id"]}
+        assert (effect["privileged"], effect["user"]) == (True, "nobody")
+    finally:
+        docker("DELETE", f"/containers/{cid}?force=1")
