@@ -56,6 +56,9 @@ class ProtectedSocketService(Service):
     """Listens on the protected socket while running; removes it on stop."""
 
     def __init__(self, reactor, path: str, factory, mode: int = 0o660, group=None):
+        # Options refuses this too; the service keeps the promise for every caller.
+        if mode & 0o002:
+            raise ValueError(f"socket mode {mode:#o} would make the socket world-writable")
         self._reactor = reactor
         self.path = path
         self._factory = factory
