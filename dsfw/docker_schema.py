@@ -128,13 +128,15 @@ def canonical_struct(value: Any, st: T.Struct, where: str) -> tuple[dict[str, An
 _LEGACY_MERGED = ("Memory", "MemorySwap", "CpuShares", "CpusetCpus", "VolumeDriver")
 
 
-def canonical_container_config(value: Any, version: str | None) -> dict[str, Any]:
+def canonical_container_config(value: Any, version: str | None,
+                               create: bool = True) -> dict[str, Any]:
     """The create body: Config fields at the top, one ``HostConfig``, ``NetworkingConfig``.
 
     Follows ``ContainerConfigWrapper.getHostConfig`` (runconfig/config_unix.go),
     checked against dockerd 20.10: with no ``HostConfig`` key, top-level
     HostConfig fields *are* the host config; with one, only five of them are
     merged in, where it left them zero; ``Cpuset`` fills an empty CpusetCpus.
+    ``create`` applies what the create handler then discards for old versions.
     """
     body, present = canonical_struct(value, T.CONTAINER_CONFIG_WRAPPER, "")
     config = {k: v for k, v in body.items() if present.get(k) == "Config"}
@@ -154,7 +156,7 @@ def canonical_container_config(value: Any, version: str | None) -> dict[str, Any
     if hc is not None and body.get("Cpuset") and not hc.get("CpusetCpus"):
         hc["CpusetCpus"] = body["Cpuset"]
         hc = {ff.key: hc[ff.key] for ff in T.HOST_CONFIG.flat if ff.key in hc}
-    if hc is not None:
+    if hc is not None and create:
         _apply_version_gates(hc, version)
     out = dict(config)
     if hc is not None:
@@ -182,7 +184,7 @@ def canonical_start_body(value: Any, version: str | None) -> dict[str, Any]:
     for API < 1.24, replacing the container's HostConfig -- binds and
     privileges included.  Only the HostConfig part matters, so only it is kept.
     """
-    full = canonical_container_config(value, version)
+    full = canonical_container_config(value, version, create=False)
     return {"HostConfig": full["HostConfig"]} if "HostConfig" in full else {}
 
 

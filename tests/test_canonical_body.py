@@ -161,6 +161,9 @@ def test_legacy_start_body_is_a_host_config_below_1_24():
     assert v == {"HostConfig": {"Binds": ["/etc:/e"], "Privileged": True}}
     assert fwd == b'{"HostConfig":{"Binds":["/etc:/e"],"Privileged":true}}'
     assert canonicalize_body("POST", "/containers/abc/start", "1.23", b'{"x":1}')[0] == {}
+    # the create handler's version gates are not the start handler's
+    assert canonicalize_body("POST", "/containers/abc/start", "1.23", b'{"AutoRemove":true}')[0] == {
+        "HostConfig": {"AutoRemove": True}}
     # from 1.24 dockerd refuses any such body: it is only parsed strictly
     assert canonicalize_body("POST", "/containers/abc/start", "1.24", b'{"binds":[]}')[0] == {
         "binds": []}
