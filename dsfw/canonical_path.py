@@ -11,7 +11,7 @@ the raw target would see ``/v1.41/%6eetworks/create`` where Docker routes
 ``/networks/create``.  So dsfw decodes the target once, refuses what dockerd
 would not route or could read two ways, shows the policy the result, and
 forwards a re-encoding of that same result.  All of it checked against the
-real dockerd (see tests/test_canonical_path.py).
+real dockerd (tests/test_canonical_dockerd.py).
 """
 from __future__ import annotations
 
