@@ -203,6 +203,30 @@ class ExchangeTests(SynchronousTestCase):
         self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
         self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 2)
 
+    def test_head_request(self):
+        self.channel.dataReceived(b"HEAD /v1.41/containers/x/archive?path=%2F HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(self.dockerd.received().startswith(b"HEAD /v1.41/containers/x/archive?path=%2F "))
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nX-Docker-Container-Path-Stat: e30=\r\n"
+                            b"Content-Length: 0\r\n\r\n")
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+        out = self.client.value()
+        first, _, second = out.partition(b"\r\n\r\n")
+        self.assertIn(b"X-Docker-Container-Path-Stat: e30=", first)
+        self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"), out)
+        self.assertTrue(second.endswith(b"\r\n\r\nOK"), out)
+
+    def test_204_no_body(self):
+        self.channel.dataReceived(b"POST /containers/x/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        self.assertIn(b"Content-Length: 0\r\n", self.dockerd.received())
+        self.dockerd.answer(b"HTTP/1.1 204 No Content\r\nApi-Version: 1.41\r\n\r\n")
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+        first, _, second = self.client.value().partition(b"\r\n\r\n")
+        self.assertTrue(first.startswith(b"HTTP/1.1 204 No Content\r\n"))
+        self.assertNotIn(b"chunked", first)
+        self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"), second)
+
     def test_backpressure_pauses_dockerd(self):
         self.channel.dataReceived(b"GET /containers/x/logs?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
         self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\nline1\n")
