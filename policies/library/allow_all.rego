@@ -1,0 +1,9 @@
+# The permissive base of the dsfw policy library: every request is allowed
+# unless a library policy (or any other file) adds a deny message.
+# Use it, or readonly.rego, never neither: without an allow rule dsfw denies
+# everything. See docs/library.md.
+package docker.authz
+
+import rego.v1
+
+default allow := true

@@ -1,0 +1,20 @@
+# Collects the deny messages of the library policies into data.docker.authz.deny.
+#
+# One line per policy, with a static path on purpose: a policy that is not
+# copied is simply undefined here (no message), and no other package under
+# data.dsfw.library (tests included) is evaluated for a request.
+package docker.authz
+
+import rego.v1
+
+deny contains msg if some msg in data.dsfw.library.images.deny
+
+deny contains msg if some msg in data.dsfw.library.privileged.deny
+
+deny contains msg if some msg in data.dsfw.library.mounts.deny
+
+deny contains msg if some msg in data.dsfw.library.namespaces.deny
+
+deny contains msg if some msg in data.dsfw.library.network.deny
+
+deny contains msg if some msg in data.dsfw.library.callers.deny

@@ -1,0 +1,102 @@
+# No privileged containers or exec, a capability allowlist, no host devices,
+# no security options that switch confinement off.
+#
+# Uses the derived input.Privileged (containers, legacy start bodies and
+# POST /containers/{id}/exec) and input.CapAdd (one spelling: CAP_SYS_ADMIN,
+# or ALL), so every way of asking is caught.
+#
+# data.library.privileged:
+#   allowed_capabilities: [NET_BIND_SERVICE, CHOWN]   # --cap-add beyond these is refused
+#   allowed_devices: []           # host paths allowed in --device (PathOnHost)
+#   allowed_security_opts: []     # --security-opt values allowed besides no-new-privileges
+#   exempt: {users: [], groups: [], uids: [], gids: []}
+package dsfw.library.privileged
+
+import rego.v1
+
+import data.dsfw.library.common
+
+_name := "privileged"
+
+_schema := {
+	"allowed_capabilities": "list",
+	"allowed_devices": "list",
+	"allowed_security_opts": "list",
+	"exempt": "object",
+}
+
+_exec_create if regex.match(`^/containers/[^/]+/exec$`, input.PathPlain)
+
+deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
+
+deny contains msg if {
+	input.Privileged == true
+	not data.dsfw.library.common.exempt(_name)
+	_exec_create
+	msg := "privileged exec is not allowed: run docker exec without --privileged"
+}
+
+deny contains msg if {
+	input.Privileged == true
+	not data.dsfw.library.common.exempt(_name)
+	not _exec_create
+	msg := "privileged containers are not allowed: drop --privileged and add only the capabilities you need with --cap-add (allowed: see data.library.privileged.allowed_capabilities)"
+}
+
+# The allowlist in dsfw's capability spelling, whatever the data says.
+_allowed_caps contains _canonical_cap(c) if {
+	some c in data.dsfw.library.common.list_setting(_name, "allowed_capabilities")
+	is_string(c)
+}
+
+_canonical_cap(c) := upper(c) if startswith(upper(c), "CAP_")
+
+_canonical_cap(c) := upper(c) if upper(c) == "ALL"
+
+_canonical_cap(c) := concat("", ["CAP_", upper(c)]) if {
+	not startswith(upper(c), "CAP_")
+	upper(c) != "ALL"
+}
+
+_allowed_caps_text := concat(", ", sort(_allowed_caps)) if count(_allowed_caps) > 0
+
+_allowed_caps_text := "none" if count(_allowed_caps) == 0
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some cap in input.CapAdd
+	not cap in _allowed_caps
+	msg := sprintf("capability %s is not allowed (--cap-add %s); allowed capabilities: %s", [cap, trim_prefix(cap, "CAP_"), _allowed_caps_text])
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some device in object.get(common.host_config, "Devices", [])
+	path := object.get(device, "PathOnHost", "")
+	not path in data.dsfw.library.common.list_setting(_name, "allowed_devices")
+	msg := sprintf("host device %s is not allowed: drop --device %s", [path, path])
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some field, flag in {"DeviceCgroupRules": "--device-cgroup-rule", "DeviceRequests": "--gpus"}
+	count(object.get(common.host_config, field, [])) > 0
+	msg := sprintf("device access is not allowed: drop %s (HostConfig.%s)", [flag, field])
+}
+
+# no-new-privileges only tightens; everything else (seccomp/apparmor profiles,
+# label=disable, systempaths=unconfined) can loosen confinement.
+_tightening(opt) if regex.match(`^no-new-privileges([=:]true)?$`, opt)
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some opt in object.get(common.host_config, "SecurityOpt", [])
+	not _tightening(opt)
+	not opt in data.dsfw.library.common.list_setting(_name, "allowed_security_opts")
+	msg := sprintf("security option %s is not allowed: drop --security-opt %s", [_short(opt), _short(opt)])
+}
+
+# seccomp=<profile> carries a whole JSON profile; show its start only.
+_short(opt) := opt if count(opt) <= 60
+
+_short(opt) := concat("", [substring(opt, 0, 57), "..."]) if count(opt) > 60
