@@ -9,7 +9,7 @@ _get(path) := {"Method": "GET", "PathPlain": path, "Query": {}, "BindMounts": []
 
 test_collect_gathers_library_messages if {
 	inp := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"Image": "evil/x", "HostConfig": {"PidMode": "host"}}, "BindMounts": ["/etc"], "CapAdd": ["CAP_SYS_ADMIN"], "Privileged": true}
-	d := data.docker.authz.deny with input as inp with data.library as {"images": {"allowed": ["busybox"]}}
+	d := data.docker.authz.deny with input as inp with data.library as {"enabled": true, "images": {"allowed": ["busybox"]}}
 	some m1 in d
 	contains(m1, "evil/x")
 	some m2 in d
@@ -24,7 +24,7 @@ test_collect_gathers_library_messages if {
 
 test_collect_network_and_callers if {
 	inp := {"Method": "POST", "PathPlain": "/networks/create", "Query": {}, "Body": {"Name": "n", "Driver": "macvlan"}}
-	d := data.docker.authz.deny with input as inp with data.library as {"callers": {"network": {}}}
+	d := data.docker.authz.deny with input as inp with data.library as {"enabled": true, "callers": {"network": {}}}
 	some m1 in d
 	startswith(m1, "network driver macvlan")
 	some m2 in d
@@ -32,22 +32,32 @@ test_collect_network_and_callers if {
 }
 
 test_allow_all_base if {
-	data.docker.authz.allow with input as {"Method": "POST", "PathPlain": "/containers/create", "Query": {}}
+	data.docker.authz.allow with input as {"Method": "POST", "PathPlain": "/containers/create", "Query": {}} with data.library as {"enabled": true}
+}
+
+# Loaded as a subdirectory (policies/library below policies/), the data lands
+# at data.library.library and nothing of the library decides.
+test_inert_unless_enabled if {
+	inp := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"Image": "evil/x"}, "Privileged": true, "BindMounts": [], "CapAdd": []}
+	not data.docker.authz.allow with input as inp with data.library as {"library": {"enabled": true}}
+	count(data.docker.authz.deny) == 0 with input as inp with data.library as {"library": {"enabled": true}}
+	not data.docker.build.allow with input as {"ExternalImages": ["evil"]} with data.library as {}
+	count(data.docker.build.deny) == 0 with input as {"ExternalImages": ["evil"]} with data.library as {}
 }
 
 test_build_base_and_collector if {
-	data.docker.build.allow with input as {"ExternalImages": ["evil"]}
-	count(data.docker.build.deny) == 0 with input as {"ExternalImages": ["busybox"]} with data.library as {"images": {"allowed": ["busybox"]}}
-	some msg in data.docker.build.deny with input as {"ExternalImages": ["evil"]} with data.library as {"images": {"allowed": ["busybox"]}}
+	data.docker.build.allow with input as {"ExternalImages": ["evil"]} with data.library as {"enabled": true}
+	count(data.docker.build.deny) == 0 with input as {"ExternalImages": ["busybox"]} with data.library as {"enabled": true, "images": {"allowed": ["busybox"]}}
+	some msg in data.docker.build.deny with input as {"ExternalImages": ["evil"]} with data.library as {"enabled": true, "images": {"allowed": ["busybox"]}}
 	contains(msg, "evil")
 }
 
 test_readonly_allows_reads if {
 	every path in ["/_ping", "/version", "/info", "/events", "/system/df", "/containers/json", "/containers/abc/json", "/containers/abc/logs", "/images/json", "/images/docker.io/library/busybox/json", "/networks", "/networks/n1", "/volumes", "/volumes/v1", "/services", "/tasks/t1/logs"] {
-		data.docker.authz.readonly_request with input as _get(path) with data.library as {}
+		data.docker.authz.readonly_request with input as _get(path) with data.library as {"enabled": true}
 	}
-	data.docker.authz.allow with input as _get("/containers/json") with data.library as {}
-	data.docker.authz.readonly_request with input as object.union(_get("/_ping"), {"Method": "HEAD"}) with data.library as {}
+	data.docker.authz.allow with input as _get("/containers/json") with data.library as {"enabled": true}
+	data.docker.authz.readonly_request with input as object.union(_get("/_ping"), {"Method": "HEAD"}) with data.library as {"enabled": true}
 }
 
 test_readonly_refuses_writes_and_leaky_reads if {
@@ -60,15 +70,15 @@ test_readonly_refuses_writes_and_leaky_reads if {
 		_get("/swarm"),
 		object.union(_get("/containers/abc/json"), {"Upgrade": "tcp"}),
 	] {
-		not data.docker.authz.readonly_request with input as inp with data.library as {}
+		not data.docker.authz.readonly_request with input as inp with data.library as {"enabled": true}
 	}
 	msg := "read-only profile: POST /containers/create is not allowed; this socket only serves GET/HEAD on list/inspect/logs/events/version/info/_ping (sections: containers, events, images, info, networks, ping, swarm, system, version, volumes)"
-	msg in data.docker.authz.deny with input as {"Method": "POST", "PathPlain": "/containers/create", "Query": {}} with data.library as {}
+	msg in data.docker.authz.deny with input as {"Method": "POST", "PathPlain": "/containers/create", "Query": {}} with data.library as {"enabled": true}
 }
 
 test_readonly_sections if {
-	not data.docker.authz.readonly_request with input as _get("/containers/json") with data.library as {"readonly": {"sections": ["ping"]}}
-	data.docker.authz.readonly_request with input as _get("/_ping") with data.library as {"readonly": {"sections": ["ping"]}}
-	"dsfw library: unknown section nope in data.library.readonly.sections (known: containers, events, images, info, networks, ping, swarm, system, version, volumes); fix data.yaml" in data.docker.authz.deny with input as _get("/_ping") with data.library as {"readonly": {"sections": ["nope"]}}
-	"dsfw library: data.library.readonly.sections must be a list; fix data.yaml" in data.docker.authz.deny with input as _get("/_ping") with data.library as {"readonly": {"sections": "ping"}}
+	not data.docker.authz.readonly_request with input as _get("/containers/json") with data.library as {"enabled": true, "readonly": {"sections": ["ping"]}}
+	data.docker.authz.readonly_request with input as _get("/_ping") with data.library as {"enabled": true, "readonly": {"sections": ["ping"]}}
+	"dsfw library: unknown section nope in data.library.readonly.sections (known: containers, events, images, info, networks, ping, swarm, system, version, volumes); fix data.yaml" in data.docker.authz.deny with input as _get("/_ping") with data.library as {"enabled": true, "readonly": {"sections": ["nope"]}}
+	"dsfw library: data.library.readonly.sections must be a list; fix data.yaml" in data.docker.authz.deny with input as _get("/_ping") with data.library as {"enabled": true, "readonly": {"sections": "ping"}}
 }

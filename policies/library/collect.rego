@@ -7,14 +7,34 @@ package docker.authz
 
 import rego.v1
 
-deny contains msg if some msg in data.dsfw.library.images.deny
+import data.dsfw.library.common
 
-deny contains msg if some msg in data.dsfw.library.privileged.deny
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.images.deny
+}
 
-deny contains msg if some msg in data.dsfw.library.mounts.deny
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.privileged.deny
+}
 
-deny contains msg if some msg in data.dsfw.library.namespaces.deny
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.mounts.deny
+}
 
-deny contains msg if some msg in data.dsfw.library.network.deny
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.namespaces.deny
+}
 
-deny contains msg if some msg in data.dsfw.library.callers.deny
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.network.deny
+}
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.callers.deny
+}

@@ -4,11 +4,16 @@
 # images policy, on input.ExternalImages.
 #
 # Do not combine with another docker.build policy that relies on `allow`
-# alone (such as policies/build.rego): this default makes allow true.
+# alone (such as policies/build.rego): this file makes allow true.
 package docker.build
 
 import rego.v1
 
-default allow := true
+import data.dsfw.library.common
 
-deny contains msg if some msg in data.dsfw.library.images.build_deny
+allow if common.enabled
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.images.build_deny
+}

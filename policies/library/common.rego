@@ -55,6 +55,14 @@ config_problems(name, schema) := {msg |
 	msg := "dsfw library: data.library must be a mapping of policy names to settings; fix data.yaml"
 }
 
+# The library's rules in data.docker.authz/docker.build are active only when
+# data.library.enabled is true, i.e. when the library's data.yaml sits at the
+# TOP of the policy directory. dsfw loads policy directories recursively, so
+# a copy of the library in a subdirectory (such as policies/library/ below
+# the shipped policies/) stays inert instead of changing that directory's
+# decisions: its data lands at data.library.library, not data.library.
+enabled if data.library.enabled == true
+
 # --- callers (input.Peer, from SO_PEERCRED) ---------------------------------
 
 # True when the caller is named by spec: {users, groups, uids, gids}.

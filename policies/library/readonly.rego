@@ -16,6 +16,8 @@ package docker.authz
 
 import rego.v1
 
+import data.dsfw.library.common
+
 # section → patterns of PathPlain readable in it
 readonly_sections := {
 	"ping": [`^/_ping$`],
@@ -43,20 +45,26 @@ readonly_request if {
 	regex.match(pattern, input.PathPlain)
 }
 
-allow if readonly_request
+allow if {
+	common.enabled
+	readonly_request
+}
 
 deny contains msg if {
+	common.enabled
 	not readonly_request
 	msg := sprintf("read-only profile: %s %s is not allowed; this socket only serves GET/HEAD on list/inspect/logs/events/version/info/_ping (sections: %s)", [input.Method, input.PathPlain, concat(", ", sort(_readonly_setting))])
 }
 
 deny contains msg if {
+	common.enabled
 	data.library.readonly.sections
 	not is_array(data.library.readonly.sections)
 	msg := "dsfw library: data.library.readonly.sections must be a list; fix data.yaml"
 }
 
 deny contains msg if {
+	common.enabled
 	some section in _readonly_setting
 	not readonly_sections[section]
 	msg := sprintf("dsfw library: unknown section %v in data.library.readonly.sections (known: %s); fix data.yaml", [section, concat(", ", sort(object.keys(readonly_sections)))])
