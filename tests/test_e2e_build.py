@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 
 from e2e_support import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir,
                          raw_request, requires_docker, unique_name)
-from test_e2e_policy import ALLOW_ALL_V1, http, message
+from test_e2e_policy import ALLOW_ALL_V1, http, message, opa_servers  # noqa: F401 (fixture)
 
 pytestmark = requires_docker
 
@@ -163,6 +163,105 @@ def test_gzip_context_from_python_sdk(dsfw, builds):
         client.close()
 
 
+# `-f -` (Dockerfile on stdin) and `-f <file outside the context dir>`: the CLI appends the
+# Dockerfile to the context tar under a random dot-name (and a .dockerignore entry for it).
+# Its tar then ends right after the last member's data, without padding or end-of-archive
+# blocks; dockerd (Go's archive/tar) reads that as the end of the archive.
+STDIN_CASES = [pytest.param(f"FROM {TEST_IMAGE}\nCOPY hello.txt /\n", True, id="allowed"),
+               pytest.param("FROM node:lts\nCOPY hello.txt /\n", False, id="node-refused")]
+
+
+def check_outcome(done, tag: str, ok: bool) -> None:
+    if ok:
+        assert done.returncode == 0, done
+        assert image_exists(tag)
+    else:
+        assert done.returncode != 0, done
+        assert BUILD_DENIED in done.stderr, done.stderr
+        assert not image_exists(tag)
+
+
+def test_context_ending_right_after_the_last_members_data(dsfw, builds):
+    # The shape of the CLI's `-f -` context, reduced: the last member's data is complete, its
+    # padding and the end-of-archive blocks are missing.  dockerd builds it (checked directly).
+    full = context_tar({"hello.txt": "hi\n", "Dockerfile": GOOD_DOCKERFILE})
+    unpadded = full[:512 + 512 + 512 + len(GOOD_DOCKERFILE.encode())]
+    direct_tag = builds.tag()
+    status, _, body = post_build(DOCKER_SOCKET, "t=" + direct_tag, unpadded)
+    assert status == 200 and image_exists(direct_tag), body
+
+    tag = builds.tag()
+    status, _, body = post_build(dsfw.socket, "t=" + tag, unpadded)
+    assert status == 200, body
+    assert image_exists(tag)
+
+
+@pytest.mark.parametrize("dockerfile, ok", STDIN_CASES)
+def test_cli_build_with_dockerfile_from_stdin(dsfw, builds, dockerfile, ok):
+    directory = context_dir(builds._tmp, {"hello.txt": "hi\n"})
+    tag = builds.tag()
+    done = docker_cli(dsfw.socket, "build", "-t", tag, "-f", "-", str(directory),
+                      input=dockerfile, timeout=BUILD_TIMEOUT)
+    check_outcome(done, tag, ok)
+
+
+@pytest.mark.parametrize("dockerfile, ok", STDIN_CASES)
+def test_cli_build_with_dockerfile_outside_the_context(dsfw, builds, dockerfile, ok):
+    directory = context_dir(builds._tmp, {"hello.txt": "hi\n"})
+    elsewhere = context_dir(builds._tmp, {"Dockerfile": dockerfile}, name="elsewhere")
+    tag = builds.tag()
+    done = docker_cli(dsfw.socket, "build", "-t", tag, "-f", str(elsewhere / "Dockerfile"),
+                      str(directory), timeout=BUILD_TIMEOUT)
+    check_outcome(done, tag, ok)
+
+
+def test_cli_build_without_context_from_stdin(dsfw, builds):
+    # `docker build - < Dockerfile`: the Dockerfile is the whole context.
+    for dockerfile, ok in ((GOOD_DOCKERFILE, True), ("FROM node\n", False)):
+        tag = builds.tag()
+        done = docker_cli(dsfw.socket, "build", "-t", tag, "-", input=dockerfile,
+                          timeout=BUILD_TIMEOUT)
+        check_outcome(done, tag, ok)
+
+
+def test_lowercase_dockerfile_is_the_one_judged(dsfw, builds):
+    # dockerd falls back to `dockerfile` when `Dockerfile` is absent: so must the policy input.
+    status, _, body = post_build(dsfw.socket, "t=" + builds.tag(),
+                                 context_tar({"dockerfile": "FROM node\n"}))
+    assert status == 403, body
+    assert message(body).startswith("dsfw: request denied by policy data.docker.build.allow")
+    tag = builds.tag()
+    status, _, body = post_build(dsfw.socket, "t=" + tag,
+                                 context_tar({"dockerfile": GOOD_DOCKERFILE}))
+    assert status == 200, body
+    assert b"built" in body
+    assert image_exists(tag)
+
+
+def test_large_context_is_relayed_intact(dsfw, builds):
+    size = 24 * 1024 * 1024 + 7
+    files = {"Dockerfile": f"FROM {TEST_IMAGE}\nCOPY big.bin /big.bin\n"}
+    directory = context_dir(builds._tmp, files, name="large")
+    (directory / "big.bin").write_bytes(os.urandom(size))
+    tag = builds.tag()
+    done = docker_cli(dsfw.socket, "build", "-t", tag, str(directory), timeout=BUILD_TIMEOUT)
+    assert done.returncode == 0, done
+    listed = docker_cli(DOCKER_SOCKET, "run", "--rm", tag, "ls", "-l", "/big.bin")
+    assert str(size) in listed.stdout.split(), listed
+
+
+def test_opa_mode_decides_builds(dsfw_factory, opa_servers, tmp_path, builds):  # noqa: F811
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="dsfw-e2e-") as short:
+        opa_sock = os.path.join(short, "opa.sock")
+        opa_servers(SHIPPED_POLICIES, f"unix:{opa_sock}")
+        proc = dsfw_factory(policy_dir(tmp_path, {}, name="unused"),
+                            "--opa-url", f"unix://{opa_sock}")
+        builds.refused(proc.socket, {"Dockerfile": "FROM node:18 AS deps\nRUN true\n"},
+                       BUILD_DENIED)
+        builds.built(proc.socket, {"Dockerfile": GOOD_DOCKERFILE})
+
+
 # --- the request's query is seen by data.docker.authz ------------------------------------------
 
 HOST_NETWORK_AUTHZ = '''package docker.authz
@@ -218,7 +317,8 @@ def test_remote_context_is_refused(dsfw):
 
 def test_corrupt_context_is_a_400_and_dsfw_lives_on(dsfw, builds):
     for body in (b"this is not a tar archive, only text. " * 100,
-                 context_tar({"Dockerfile": GOOD_DOCKERFILE})[:700],  # truncated member
+                 # cut inside the data of a member (not just its padding: see below)
+                 context_tar({"Dockerfile": GOOD_DOCKERFILE, "data.bin": b"x" * 5000})[:2000],
                  gzip.compress(context_tar({"Dockerfile": GOOD_DOCKERFILE}))[:-20]):
         status, _, reply = post_build(dsfw.socket, "t=" + builds.tag(), body)
         assert status == 400, reply

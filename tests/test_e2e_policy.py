@@ -284,6 +284,38 @@ def test_sighup_reloads_policy(dsfw_factory, tmp_path):
     assert proc.alive()
     assert "policy.reloaded" in proc.log_text()
 
+    # A broken file and SIGHUP: reported, and the policy in force stays.
+    replace_file(pdir / "zz_broken.rego", "package docker.authz\n\nallow if input.Method ==\n")
+    os.kill(proc.pid, signal.SIGHUP)
+    log = wait_for(lambda: "policy.reload_failed" in proc.log_text() and proc.log_text(),
+                   what="policy.reload_failed after SIGHUP")
+    assert any("zz_broken.rego" in line for line in log.splitlines()
+               if "policy.reload_failed" in line)
+    assert ps_message(proc.socket) == "dsfw: listing containers is switched off again, for good"
+    assert proc.alive()
+
+
+def test_evaluation_error_is_a_503_never_an_allow(dsfw_factory, tmp_path):
+    # Two values for one complete rule: an evaluation error for GET /containers/json only.
+    conflict = '''package docker.authz
+
+mode := "read" if input.Method == "GET"
+
+mode := "list" if input.PathPlain == "/containers/json"
+
+allow if mode == "read"
+'''
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": conflict}))
+
+    assert http(proc.socket, "GET", "/v1.41/version")[0] == 200
+    status, _, body = http(proc.socket, "GET", "/v1.41/containers/json")
+    assert status == 503, body
+    assert message(body).startswith("dsfw: policy evaluation of data.docker.authz.allow failed")
+    listed = docker_cli(proc.socket, "ps")
+    assert listed.returncode != 0
+    assert ("Error response from daemon: dsfw: policy evaluation of data.docker.authz.allow failed"
+            in listed.stderr)
+
 
 # --- start-up ---------------------------------------------------------------------------------
 
@@ -348,6 +380,25 @@ def test_allowlist_from_data_yaml(dsfw_factory, tmp_path, networks):
     created = docker_cli(proc.socket, "network", "create", allowed)
     assert created.returncode == 0, created
     assert network_exists(allowed)
+
+
+def test_data_file_edit_is_reloaded(dsfw_factory, tmp_path, networks):
+    late = unique_name("dsfw-e2e-late")
+    networks.append(late)
+    pdir = policy_dir(tmp_path, {"authz.rego": ALLOWLIST_AUTHZ})
+    (pdir / "networks").mkdir()
+    data = pdir / "networks" / "data.yaml"
+    data.write_text("allowed: []\n")
+    proc = dsfw_factory(pdir, "--policy-reload-interval", "0.2")
+
+    status, _, body = http(proc.socket, "POST", "/v1.41/networks/create", {"Name": late})
+    assert status == 403, body
+    assert message(body) == f"dsfw: network {late} is not on the allowlist"
+
+    replace_file(data, f"allowed: [{late}]\n")
+    wait_for(lambda: http(proc.socket, "POST", "/v1.41/networks/create", {"Name": late})[0] == 201,
+             what="the edited data.yaml to allow the network")
+    assert network_exists(late)
 
 
 # --- OPA mode ---------------------------------------------------------------------------------
@@ -433,6 +484,23 @@ def test_opa_mode_over_unix_socket(dsfw_factory, opa_servers, tmp_path, short_tm
     opa_servers(pdir, f"unix:{opa_sock}")
     wait_for(lambda: http(proc.socket, "GET", "/_ping")[0] == 200,
              what="/_ping to pass again once OPA is back")
+
+
+def test_opa_that_never_answers_times_out_as_503(dsfw_factory, tmp_path, short_tmp):
+    opa_sock = short_tmp / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(opa_sock))
+        silent.listen(16)  # connections complete in the backlog; nobody ever answers
+        proc = dsfw_factory(policy_dir(tmp_path, {}, name="unused"),
+                            "--opa-url", f"unix://{opa_sock}", "--opa-timeout", "0.5")
+        started = time.monotonic()
+        status, _, body = http(proc.socket, "GET", "/v1.41/containers/json")
+        elapsed = time.monotonic() - started
+
+    assert status == 503, body
+    assert message(body) == f"dsfw: OPA at unix://{opa_sock} failed: no answer within 0.5 s"
+    assert 0.4 < elapsed < 5, elapsed
+    assert proc.alive()
 
 
 def test_opa_mode_over_tcp(dsfw_factory, opa_servers, tmp_path, networks):
