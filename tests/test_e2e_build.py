@@ -428,3 +428,13 @@ def test_line_based_policy_misses_arg_substituted_from(dsfw_factory, tmp_path, b
     # ... but only ExternalImages sees it behind an ARG: the line-based policy lets it build.
     builds.built(line_based.socket, {"Dockerfile": ARG_FROM})
     builds.refused(parsed.socket, {"Dockerfile": ARG_FROM}, BUILD_DENIED)
+
+
+def test_dry_run_relays_a_build_the_build_policy_denies(dsfw_factory, tmp_path, builds):
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL_V1,
+                                              "build.rego": EXTERNAL_IMAGES_FORBID_TEST_IMAGE}),
+                        "--dry-run")
+    builds.built(proc.socket, {"Dockerfile": GOOD_DOCKERFILE})
+    would_deny = [line for line in proc.log_text().splitlines()
+                  if "policy.dry_run_would_deny" in line]
+    assert any("data.docker.build.allow" in line for line in would_deny), proc.log_text()
