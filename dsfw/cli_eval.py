@@ -1,0 +1,151 @@
+"""``dsfw eval`` and ``dsfw record``: decide one request, or replay recordings, offline.
+
+The input document is built by the same functions the daemon uses
+(:func:`dsfw.canonical_path.canonical_target`, :func:`dsfw.canonical_body.canonicalize_body`,
+:func:`dsfw.inputdoc.canonical_headers`, :func:`dsfw.inputdoc.input_document`,
+:func:`dsfw.dockerfile.dockerfile_input`), so what ``dsfw eval`` prints is what
+the policy would see for that request -- host paths in ``BindMounts`` are
+resolved on *this* machine, as the daemon resolves them on its own.
+"""
+from __future__ import annotations
+
+import glob
+import grp
+import json
+import os
+import pwd
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from dsfw import endpoints
+from dsfw.buildgate import _buildargs
+from dsfw.canonical_body import canonicalize_body
+from dsfw.canonical_path import canonical_target
+from dsfw.dockerfile import dockerfile_input
+from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document
+from dsfw.policy import AUTHZ, BUILD, PolicyDecision
+from dsfw.policy.embedded import EmbeddedEngine
+from dsfw.recorder import input_of
+from dsfw.redact import redact_input
+
+
+class InputError(ValueError):
+    """The request or input file given to ``dsfw eval`` cannot be used (exit status 2)."""
+
+
+def parse_header(text: str) -> tuple[bytes, list[bytes]]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise InputError(f"--header {text!r} is not NAME:VALUE")
+    return name.strip().encode("latin-1"), [value.strip().encode("latin-1")]
+
+
+def peer_of(spec: str) -> dict[str, Any]:
+    """``--peer UID[:GID]`` as the daemon's ``Peer`` field (names looked up here)."""
+    try:
+        uid_text, _, gid_text = spec.partition(":")
+        uid = int(uid_text)
+        gid = int(gid_text) if gid_text else pwd.getpwuid(uid).pw_gid
+    except (ValueError, KeyError):
+        raise InputError(f"--peer {spec!r} is not UID[:GID] (numbers; a bare UID must exist)") from None
+
+    def name(lookup, ident):
+        try:
+            return lookup(ident)[0]
+        except (KeyError, OverflowError):
+            return None
+    return {"Uid": uid, "Gid": gid, "Pid": os.getpid(),
+            "User": name(pwd.getpwuid, uid), "Group": name(grp.getgrgid, gid)}
+
+
+def request_input(method: str, path: str, body: bytes = b"", headers: list[str] = (),
+                  peer: dict[str, Any] | None = None) -> tuple[dict[str, Any], CanonicalRequest]:
+    """The input document dsfw builds for this request (raises dsfw's BadRequest if it would refuse it)."""
+    method = method.upper()
+    target = canonical_target(path.encode("utf-8"))
+    hdrs = canonical_headers([parse_header(h) for h in headers])
+    if endpoints.has_stream_body(method, target.plain_path):
+        req = CanonicalRequest(method, target, hdrs, stream_body=True)
+    else:
+        content_type = dict(hdrs).get("Content-Type")
+        parsed, json_body = canonicalize_body(method, target.plain_path, target.version, body,
+                                              content_type=content_type)
+        if json_body is not None:  # dsfw forwards its own serialization as JSON
+            hdrs = tuple(sorted([(k, v) for k, v in hdrs if k != "Content-Type"]
+                                + [("Content-Type", "application/json")]))
+        req = CanonicalRequest(method, target, hdrs, body=parsed, json_body=json_body)
+    return input_document(req, peer=peer), req
+
+
+def build_fields(req: CanonicalRequest, dockerfile: bytes) -> dict[str, Any]:
+    """The build policy's extra fields for a Dockerfile, with the request's buildargs."""
+    return dockerfile_input(dockerfile, _buildargs(req))
+
+
+def load_input_file(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(input document, the recorded decision if the file is a recording)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read an input document: {e}") from None
+    try:
+        doc = input_of(document)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    recorded = document.get("decision") if "input" in document else None
+    return doc, recorded if isinstance(recorded, dict) else None
+
+
+@dataclass
+class Verdict:
+    decisions: list[PolicyDecision]
+
+    @property
+    def allowed(self) -> bool:
+        return all(d.allowed for d in self.decisions)
+
+
+def decide(engine: EmbeddedEngine, doc: dict[str, Any], build: dict[str, Any] | None) -> Verdict:
+    """authz, then build (when there are build fields), as the daemon asks them."""
+    decisions = [engine.evaluate(AUTHZ, doc)]
+    if build is not None:
+        decisions.append(engine.evaluate(BUILD, {**doc, **build}))
+    return Verdict(decisions)
+
+
+def print_verdict(verdict: Verdict, out: TextIO) -> None:
+    for d in verdict.decisions:
+        out.write(f"data.{d.package}: {'allowed' if d.allowed else 'denied'}\n")
+        for reason in d.reasons:
+            out.write(f"  - {reason}\n")
+
+
+def print_input(doc: dict[str, Any], out: TextIO) -> None:
+    out.write("input (credentials redacted):\n")
+    out.write(json.dumps(redact_input(doc), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def replay_directory(engine: EmbeddedEngine | None, directory: str, out: TextIO) -> int:
+    """List recorded decisions; with an engine, decide them again and mark the changes.
+
+    Returns 1 when some decision differs from the recording, else 0.
+    """
+    files = sorted(glob.glob(os.path.join(directory, "*.json")))
+    changed = 0
+    for path in files:
+        doc, recorded = load_input_file(path)
+        was = bool(recorded and recorded.get("allowed"))
+        package = (recorded or {}).get("package", AUTHZ)
+        line = f"{os.path.basename(path)}: {doc.get('Method')} {doc.get('PathPlain')} " \
+               f"{package} {'allowed' if was else 'denied'}"
+        if engine is not None:
+            now = engine.evaluate(package if package in (AUTHZ, BUILD) else AUTHZ, doc)
+            if now.allowed != was:
+                changed += 1
+                line += f" -> now {'allowed' if now.allowed else 'denied'}"
+                line += "".join(f"\n  - {r}" for r in now.reasons)
+        out.write(line + "\n")
+    out.write(f"{len(files)} recorded decisions" +
+              (f", {changed} decided differently now\n" if engine is not None else "\n"))
+    return 1 if changed else 0
