@@ -21,6 +21,7 @@ Everything here is bounded in time: a hung dsfw or dockerd fails a test, it neve
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -55,7 +56,19 @@ def docker_unavailable_reason() -> str | None:
         return f"no dockerd socket at {DOCKER_SOCKET}"
     if shutil.which("docker") is None:
         return "the docker CLI is not on PATH"
+    if not _image_present(DOCKER_SOCKET, TEST_IMAGE):
+        return f"the test image {TEST_IMAGE} is missing (.ci/run shows how to docker import one)"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _image_present(sock: str, image: str) -> bool:
+    try:
+        reply = raw_request(sock, f"GET /images/{image}/json HTTP/1.1\r\nHost: docker\r\n"
+                            f"Connection: close\r\n\r\n".encode(), responses=1, timeout=10)
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.1 200 ")
 
 
 def require_docker() -> None:
@@ -65,7 +78,7 @@ def require_docker() -> None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so Docker end-to-end tests must run, but {reason}", pytrace=False)
-    pytest.skip(f"{reason} (set up dockerd to run the end-to-end tests)")
+    pytest.skip(f"Docker end-to-end test skipped: {reason}")
 
 
 def unique_name(prefix: str = "dsfw-e2e") -> str:
