@@ -16,6 +16,7 @@ real dockerd (tests/test_canonical_dockerd.py).
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -129,16 +130,8 @@ def _unescape(raw: bytes, what: str, plus_is_space: bool) -> str:
         raise BadRequest(f"request {what} has an invalid percent escape")
     if plus_is_space:
         raw = raw.replace(b"+", b" ")
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        b = raw[i]
-        if b == 0x25:  # '%'
-            out.append(int(raw[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out.append(b)
-            i += 1
+    # every escape is valid here, so unquote_to_bytes decodes exactly what Go does
+    out = unquote_to_bytes(raw) if b"%" in raw else raw
     try:
         return out.decode("utf-8")
     except UnicodeDecodeError:

@@ -8,6 +8,7 @@ policies keep working, and adds parsed fields they would otherwise rebuild.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -25,6 +26,7 @@ HOP_BY_HOP = frozenset(
 
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_header_name(name: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-registry-auth`` → ``X-Registry-Auth``."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))

@@ -1,43 +1,120 @@
 """structlog set-up, done once at start-up.
 
-Events go through Twisted's logging system so that ``twistd -n`` prints them
-and daemonized ``twistd --logfile`` writes them, with twistd's own rotation.
-With ``--verbose`` debug events (the original firewall's per-request lines:
-request received, policy queried with its input, decision) are shown too.
+Events are rendered by structlog and written, one line each, to the process's
+standard output: under ``twistd -n`` that is the terminal (or whatever the
+supervisor captures), and daemonized ``twistd --logfile`` replaces it with a
+file-like object that feeds twistd's log, so rotation keeps working.  Going
+straight to stdout rather than through Twisted's logging framework matters:
+a decision is logged for every request, and the framework's per-event work
+was a measurable part of dsfw's per-request cost.
+
+``console`` lines read ``TIME [level] event key=value ...``; ``json`` gives
+one JSON object per line for machines.  With ``--verbose`` debug events (the
+original firewall's per-request lines: request received, policy queried with
+its input, decision) are shown too.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+import sys
+from typing import Any
 
 import structlog
-from twisted.logger import Logger
 
-_twisted_log = Logger(namespace="dsfw")
+_BARE = re.compile(r"[A-Za-z0-9_./:@-]+")
 
 
-class _TwistedLogger:
-    """A structlog logger whose output is one Twisted log event per message."""
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return v if _BARE.fullmatch(v) else json.dumps(v)
+    if v is True or v is False or v is None:
+        return json.dumps(v)
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(v, default=str, separators=(",", ":"))
+
+
+def render_console(_logger, _name, event: dict[str, Any]) -> str:
+    """``2026-11-29T04:00:00Z [info] policy.decision allowed=true path=/_ping ...``."""
+    ts = event.pop("timestamp", "")
+    level = event.pop("level", "")
+    name = event.pop("event", "")
+    exc = event.pop("exception", None)
+    rest = " ".join(f"{k}={_value(v)}" for k, v in event.items())
+    line = f"{ts} [{level}] {name} {rest}".rstrip()
+    return f"{line}\n{exc}" if exc else line
+
+
+_stream_for_pid: tuple[int, Any] = (-1, None)
+
+
+def _output_stream():
+    """Where event lines go: the process's real stdout, unless it is /dev/null.
+
+    Under ``twistd -n`` file descriptor 1 is the terminal, pipe or file the
+    operator chose, and writing there directly skips Twisted's per-event log
+    machinery (``sys.stdout`` is twistd's log redirector).  Daemonized, fd 1 is
+    /dev/null and ``sys.stdout`` feeds ``--logfile``: use that.  Decided once
+    per process id, because daemonizing forks after start-up has logged.
+    """
+    global _stream_for_pid
+    pid = os.getpid()
+    if _stream_for_pid[0] != pid:
+        stream = sys.stdout
+        real = sys.__stdout__
+        try:
+            if real is not None and not _is_dev_null(real.fileno()):
+                stream = real
+        except (OSError, ValueError):
+            pass
+        _stream_for_pid = (pid, stream)
+    return _stream_for_pid[1]
+
+
+def _is_dev_null(fd: int) -> bool:
+    st = os.fstat(fd)
+    null = os.stat(os.devnull)
+    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
+
+
+class _StdoutLogger:
+    """Writes one rendered event per line (see :func:`_output_stream`)."""
 
     def msg(self, message: str) -> None:
-        _twisted_log.info("{dsfw_event}", dsfw_event=message)
+        out = _output_stream() if _direct else sys.stdout
+        out.write(message + "\n")
+        out.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure(verbose: bool = False, fmt: str = "console") -> None:
-    """Configure structlog for the process; ``fmt`` is ``console`` or ``json``."""
+_direct = False
+
+
+def configure(verbose: bool = False, fmt: str = "console", direct: bool = True) -> None:
+    """Configure structlog for the process; ``fmt`` is ``console`` or ``json``.
+
+    ``direct`` writes to the real stdout when it is not /dev/null (the
+    daemon's normal case); tests that capture ``sys.stdout`` pass False.
+    """
+    global _direct, _stream_for_pid
+    _direct = direct
+    _stream_for_pid = (-1, None)
     renderer = (structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json"
-                else structlog.dev.ConsoleRenderer(colors=False, pad_event=0))
+                else render_console)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            *( [structlog.processors.TimeStamper(fmt="iso", utc=True)] if fmt == "json" else [] ),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO),
-        logger_factory=lambda *args: _TwistedLogger(),
+        logger_factory=lambda *args: _StdoutLogger(),
         cache_logger_on_first_use=True,
     )

@@ -39,6 +39,13 @@ def _redact_body(value: Any) -> Any:
     return value
 
 
+def redact_query(query: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters safe to log: build arguments often carry tokens."""
+    if "buildargs" not in query:
+        return query
+    return {**query, "buildargs": [MARK]}
+
+
 def redact_input(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of an input document that is safe to write to a log or a file."""
     shown = dict(doc)
@@ -49,7 +56,7 @@ def redact_input(doc: dict[str, Any]) -> dict[str, Any]:
         shown["Body"] = _redact_body(copy.deepcopy(doc["Body"]))
     query = doc.get("Query")
     if isinstance(query, dict) and "buildargs" in query:
-        shown["Query"] = {**query, "buildargs": [MARK]}
+        shown["Query"] = redact_query(query)
         path = doc.get("Path", "")
         if "buildargs=" in path:
             base, _, q = path.partition("?")

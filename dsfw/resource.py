@@ -26,7 +26,7 @@ from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooL
 from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document
 from dsfw.inflight import InFlight
 from dsfw.metrics import Metrics
-from dsfw.redact import redact_input
+from dsfw.redact import redact_input, redact_query
 from dsfw.buildgate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.relay import Relay
@@ -34,6 +34,7 @@ from dsfw.relay import Relay
 log = structlog.get_logger("dsfw")
 
 DEFAULT_MAX_JSON_BODY = 16 << 20
+_UNKNOWN = object()
 
 
 def _body_size(content) -> int:
@@ -77,7 +78,7 @@ class FirewallResource(Resource):
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, verbose: bool = True):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -85,6 +86,7 @@ class FirewallResource(Resource):
         self._peer_identity = peer_identity
         self._build_gate = build_gate
         self._dry_run = dry_run
+        self._verbose = verbose  # skip building debug-only log fields when they are dropped
         self._ids = itertools.count(1)
         self._admin = admin_endpoints
         self.metrics = metrics if metrics is not None else Metrics()
@@ -117,7 +119,10 @@ class FirewallResource(Resource):
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
             req = self.canonicalize(request)
             bound = bound.bind(method=req.method, path=req.target.path)
-            bound.debug("request.received", target=request.uri.decode("latin-1"))
+            if self._verbose:
+                # the original firewall's first line; the target as canonicalized and redacted
+                bound.debug("request.received", target=redact_input(
+                    {"Path": req.target.policy_path(), "Query": req.target.query_dict()})["Path"])
             if req.target.plain_path.startswith(admin.PREFIX):
                 await self._answer_admin(request, req)
                 return
@@ -130,7 +135,7 @@ class FirewallResource(Resource):
                 req, build_fields = prepared.request, prepared.fields
                 stream = context = prepared.context
                 length = prepared.context_length
-            peer = self._peer_identity(request.channel.transport) if self._peer_identity else None
+            peer = self._peer_of(request.channel)
             if peer is not None:
                 bound = bound.bind(peer_uid=peer.get("Uid"), peer_user=peer.get("User"))
             doc = input_document(req, peer=peer)
@@ -161,6 +166,16 @@ class FirewallResource(Resource):
             self.inflight.end(token)
             if context is not None:
                 context.close()
+
+    def _peer_of(self, channel) -> dict | None:
+        """The caller's credentials, read once per connection (they cannot change on it)."""
+        if self._peer_identity is None:
+            return None
+        peer = getattr(channel, "dsfw_peer", _UNKNOWN)
+        if peer is _UNKNOWN:
+            peer = self._peer_identity(channel.transport)
+            channel.dsfw_peer = peer
+        return peer
 
     def _count_failure(self, exc: BaseException, req: CanonicalRequest | None) -> None:
         status = getattr(exc, "status", 500)
@@ -209,7 +224,8 @@ class FirewallResource(Resource):
 
     async def _decide(self, bound, package: str, doc: dict[str, Any], started: float):
         query = f"data.{package}.allow"
-        bound.debug("policy.query", query=query, input=redact_input(doc))
+        if self._verbose:
+            bound.debug("policy.query", query=query, input=redact_input(doc))
         try:
             decision = await self._engine.decide(package, doc)
         except Exception as e:
@@ -220,7 +236,7 @@ class FirewallResource(Resource):
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
                    revision=getattr(decision, "revision", ""),
-                   url_query=redact_input(doc)["Query"],
+                   url_query=redact_query(doc["Query"]),
                    ms=round((time.perf_counter() - started) * 1000, 3))
         if not decision.allowed:
             if self._dry_run:

@@ -124,9 +124,11 @@ class Options(usage.Options):
                     raise usage.UsageError(f"config file {path}: {key} must be true or false")
                 self[key] = int(value)
                 continue
+            if value is None:
+                raise usage.UsageError(f"config file {path}: {key} needs a value")
             coerce = params[key][4] if len(params[key]) > 4 else None
             try:
-                self[key] = coerce(value) if coerce and value is not None else value
+                self[key] = coerce(value) if coerce else value
             except (ValueError, TypeError, usage.UsageError) as e:
                 raise usage.UsageError(f"config file {path}: bad value for {key}: {e}")
 
@@ -213,6 +215,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
+        verbose=bool(options["verbose"]),
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor))
     site = Site(resource, reactor=reactor)
     site.protocol = DsfwChannel

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import AUTHZ, PolicyDecision
+from dsfw.policy.decision_cache import DEFAULT_SIZE, DecisionCache, is_deterministic
 from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
 from dsfw.policy.rego_source import describe_regorus_error
 from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
@@ -75,13 +76,27 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, policy_dir: str):
+    def __init__(self, policy_dir: str, cache_size: int = DEFAULT_SIZE):
         self._policy_dir = policy_dir
+        self._cache_size = cache_size
         self._fingerprint = fingerprint(policy_dir)
         self._policy = load_policy_dir(policy_dir)
+        self._cache = self._new_cache(self._policy)
         log.info("policy.loaded", policy_dir=policy_dir, revision=self._policy.revision,
                  files=len(self._policy.modules) + len(self._policy.data_files))
         _warn_if_no_authz(self._policy, policy_dir)
+
+    def _new_cache(self, policy: LoadedPolicy) -> DecisionCache:
+        """A fresh cache for a policy set; none if the policy may answer differently twice."""
+        deterministic = is_deterministic(m.source for m in policy.modules)
+        if not deterministic:
+            log.info("policy.decision_cache_off", revision=policy.revision,
+                     reason="a policy calls a built-in that depends on more than input and data")
+        return DecisionCache(self._cache_size if deterministic else 0)
+
+    def cache_stats(self) -> dict[str, int]:
+        """Decision cache counters of the policy set in force (for /_dsfw/health)."""
+        return {"hits": self._cache.hits, "misses": self._cache.misses}
 
     @property
     def policy_dir(self) -> str:
@@ -109,6 +124,7 @@ class EmbeddedEngine:
                           revision_in_force=self._policy.revision)
             return False
         previous, self._policy = self._policy, policy
+        self._cache = self._new_cache(policy)
         if policy.revision != previous.revision:
             log.info("policy.reloaded", policy_dir=self._policy_dir, revision=policy.revision,
                      previous_revision=previous.revision)
@@ -128,16 +144,23 @@ class EmbeddedEngine:
     def evaluate(self, package: str, input_doc: dict[str, Any]) -> PolicyDecision:
         """Decide synchronously; raises PolicyEngineError on evaluation errors."""
         check_package(package)
-        policy = self._policy
+        policy, cache = self._policy, self._cache
         try:
-            policy.engine.set_input_json(json.dumps(input_doc))
+            input_json = json.dumps(input_doc, sort_keys=True)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        cached = cache.get(package, input_json)
+        if cached is not None:
+            return cached
+        try:
+            policy.engine.set_input_json(input_json)
         except Exception as e:
             raise PolicyEngineError(f"policy input rejected: {describe_regorus_error(e)}") from e
         allow = _rule_value(policy, f"data.{package}.allow")
         deny = _rule_value(policy, f"data.{package}.deny")
-        return make_decision(package, allow, deny, self.name, policy.revision)
+        decision = make_decision(package, allow, deny, self.name, policy.revision)
+        cache.put(package, input_json, decision)
+        return decision
 
     def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
         """:meth:`evaluate` as a Deferred; failures come back as a failing Deferred."""
