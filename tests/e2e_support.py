@@ -11,11 +11,15 @@ Fixtures
                           (the test is failed or skipped as :data:`requires_docker` says).
 
 Functions and values
-    :class:`DsfwProcess` (``.socket``, ``.pid``, ``.log_text()``, ``.stop()``, ``.alive()``),
-    :func:`docker_cli`, :func:`raw_request`, :func:`policy_dir`, :func:`unique_name`,
-    :data:`TEST_IMAGE`, :data:`DOCKER_SOCKET`, :data:`SHIPPED_POLICIES`, :data:`REPO_ROOT`,
-    :data:`requires_docker` (a marker: skip without dockerd, but *fail* when ``CI`` is set,
-    because CI exists to run these tests).
+    :class:`DsfwProcess` (``.socket``, ``.pid``, ``.log_text()``, ``.stop()``, ``.alive()``,
+    ``.returncode``); :func:`docker_cli` (the real CLI on a socket); :func:`raw_request` and
+    :func:`split_responses` (raw HTTP over AF_UNIX); :func:`policy_dir`; :func:`unique_name`;
+    :data:`TEST_IMAGE` (env ``DSFW_TEST_IMAGE``, default ``localbusybox:latest``);
+    :data:`DOCKER_SOCKET`, :data:`SHIPPED_POLICIES`, :data:`REPO_ROOT`;
+    :data:`TWISTD` + :func:`dsfw_args` + :func:`subprocess_env` to run twistd yourself
+    (e.g. daemonized); :data:`requires_docker`, a marker that skips without dockerd, the
+    docker CLI or the test image -- but *fails* when ``CI`` is set, because CI exists to
+    run these tests (:func:`require_docker` does the same from inside a test or fixture).
 
 Everything here is bounded in time: a hung dsfw or dockerd fails a test, it never hangs the run.
 """
