@@ -148,6 +148,7 @@ class _Counted:
         self._too_large = too_large
         self._errors = errors
         self.count = 0
+        self.eof = False
         self.tail = bytearray()
 
     def read(self, size: int = -1) -> bytes:
@@ -160,6 +161,8 @@ class _Counted:
         except self._errors as exc:
             raise CorruptContext(
                 f"the build context is not valid compressed data ({exc})") from None
+        if not data and size:
+            self.eof = True
         self.count += len(data)
         if self.count > self._limit:
             raise ContextTooLarge(self._too_large)
@@ -431,6 +434,7 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
                        f"the build context unpacks to more than {limits.max_total_bytes} bytes",
                        errors=_DECODE_ERRORS)
     rw = _Rewriter(dst, limits)
+    last_data_end = None
     try:
         tar = tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8",
                            errors="surrogateescape",
@@ -441,7 +445,13 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
         try:
             member = tar.next()
         except tarfile.TarError as exc:
-            raise CorruptContext(f"the build context tar is corrupt ({exc})") from None
+            if last_data_end is not None and decoded.eof and decoded.count == last_data_end:
+                # The stream stops right after the last member's data, with no
+                # padding and no end blocks: the docker CLI sends contexts like
+                # that (`-f -`), and Go's reader takes it as a clean end.
+                member, last_data_end = None, "clean"
+            else:
+                raise CorruptContext(f"the build context tar is corrupt ({exc})") from None
         except BuildContextError:
             raise
         except (ValueError, OverflowError, UnicodeError) as exc:
@@ -449,7 +459,9 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
         if member is None:
             break
         rw.add(tar, member)
-    _check_end(tar, decoded)
+        last_data_end = member.offset_data + member.size if member.isreg() else None
+    if last_data_end != "clean":
+        _check_end(tar, decoded)
     rw.out.close()
     dst.flush()
     output_bytes = dst.tell()

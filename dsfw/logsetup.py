@@ -30,9 +30,7 @@ _BARE = re.compile(r"[A-Za-z0-9_./:@-]+")
 def _value(v: Any) -> str:
     if isinstance(v, str):
         return v if _BARE.fullmatch(v) else json.dumps(v)
-    if v is True or v is False or v is None:
-        return json.dumps(v)
-    if isinstance(v, (int, float)):
+    if v is True or v is False or v is None or isinstance(v, (int, float)):
         return repr(v)
     return json.dumps(v, default=str, separators=(",", ":"))
 

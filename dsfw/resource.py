@@ -78,7 +78,7 @@ class FirewallResource(Resource):
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
-                 metrics: Metrics | None = None, verbose: bool = True):
+                 metrics: Metrics | None = None, verbose: bool = True, recorder=None):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -87,6 +87,7 @@ class FirewallResource(Resource):
         self._build_gate = build_gate
         self._dry_run = dry_run
         self._verbose = verbose  # skip building debug-only log fields when they are dropped
+        self._recorder = recorder
         self._ids = itertools.count(1)
         self._admin = admin_endpoints
         self.metrics = metrics if metrics is not None else Metrics()
@@ -233,6 +234,8 @@ class FirewallResource(Resource):
                 raise
             bound.warning("policy.dry_run_would_deny", query=query, error=error_response(e)[1])
             return None
+        if self._recorder is not None:
+            self._recorder.record(doc, decision)
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
                    revision=getattr(decision, "revision", ""),

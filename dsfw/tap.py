@@ -26,6 +26,7 @@ from dsfw.listening import ProtectedSocketService
 from dsfw.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
+from dsfw.recorder import InputRecorder
 from dsfw.relay import Relay
 from dsfw.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
 from dsfw.upstream import DockerPool
@@ -82,6 +83,9 @@ class Options(usage.Options):
         ["opa-timeout", None, 2.0, "Seconds to wait for OPA before denying.", _positive(float)],
         ["opa-token-file", None, None, "File holding a bearer token for OPA."],
         ["log-format", None, "console", "Log format: console or json."],
+        ["record-dir", None, None,
+         "Write each policy decision (input with credentials hidden, decision, reasons) "
+         "as a JSON file into this directory, for `dsfw eval --input` and `dsfw record`."],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
@@ -216,6 +220,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
         verbose=bool(options["verbose"]),
+        recorder=InputRecorder(options["record-dir"], reactor.seconds)
+        if options["record-dir"] else None,
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor))
     site = Site(resource, reactor=reactor)
     site.protocol = DsfwChannel

@@ -233,3 +233,18 @@ def test_dockerd_builds_from_the_reported_dockerfile():
                        rm=True, forcerm=True, decode=True)
     output = "".join(chunk.get("stream", "") + chunk.get("error", "") for chunk in stream)
     assert f"RUN echo {marker}" in output and "Successfully built" in output, output
+
+
+def test_stream_ending_right_after_the_last_members_data_is_a_clean_end():
+    """The docker CLI's `-f -` contexts stop there; Go's reader ends cleanly, so must dsfw."""
+    path = make_tar([entry("Dockerfile", DF), entry(".dockerignore", b"x" * 47)])
+    with open(path, "rb") as f:
+        raw = f.read()
+    end_of_data = 512 + 512 + 512 + 47  # two headers, Dockerfile padded, then 47 bytes
+    ctx, _ = rewrite(raw[:end_of_data])
+    assert ctx.dockerfile == DF and ctx.members == 2
+    ctx, _ = rewrite(gzip.compress(raw[:end_of_data]))
+    assert ctx.members == 2
+    for cut in (end_of_data + 1, end_of_data + 100, end_of_data - 1):  # part padding, part data
+        with pytest.raises(CorruptContext):
+            rewrite(raw[:cut])
