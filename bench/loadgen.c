@@ -14,7 +14,7 @@
  *                         sample per create+delete cycle
  *
  * Bounded: stops after -n requests (or cycles) or -d seconds, whichever
- * comes first.  The first -w requests per run are warm-up and not recorded.
+ * comes first (-n defaults to 1000 without -d).  The first -w requests per run are warm-up and not recorded.
  * Prints one JSON object on stdout.
  *
  * Build: gcc -O2 -o loadgen loadgen.c
@@ -51,7 +51,7 @@ struct conn {
 
 static const char *sock_path;
 static int n_conns = 1;
-static long max_requests = 1000;
+static long max_requests = -1; /* -1: 1000, or unbounded when -d is given */
 static double max_seconds = 0;
 static long warmup = 0;
 static char *get_req;
@@ -213,7 +213,12 @@ static int on_response(struct conn *c, int status, double t0) {
         status = 599; /* created but no id found */
     }
     completed++;
-    if (status < 200 || status >= 300) errors++;
+    if (status < 200 || status >= 300) {
+        if (!errors) /* the first one says what went wrong; the count says how often */
+            fprintf(stderr, "first error response: %.*s\n",
+                    (int)strcspn(c->buf, "\r\n"), c->buf);
+        errors++;
+    }
     if (completed > warmup) record((t - c->t_start) * 1e6);
     if (want_more(t0)) {
         start_next(c);
@@ -269,6 +274,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!sock_path || !mode || n_conns < 1 || n_conns > MAX_CONNS) usage();
+    if (max_requests < 0) max_requests = max_seconds > 0 ? 1000000000L : 1000;
     if (strncmp(mode, "get:", 4) == 0) {
         if (asprintf(&get_req, "GET %s HTTP/1.1\r\nHost: docker\r\nUser-Agent: dsfw-bench\r\n\r\n",
                      mode + 4) < 0)
@@ -367,6 +373,8 @@ int main(int argc, char **argv) {
             /* The server closed (or reset) the connection: reconnect and
              * resend once; a second failure in a row counts as an error. */
             if (c->retried) {
+                if (!errors)
+                    fprintf(stderr, "first error: connection closed twice in a row\n");
                 errors++;
                 completed++;
                 if (!want_more(t0)) {
