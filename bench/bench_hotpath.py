@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from twisted.internet.defer import succeed  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
-from twisted.web.server import Site  # noqa: E402
 
 from dsfw import logsetup  # noqa: E402
 from dsfw.buildgate import BuildGate  # noqa: E402
@@ -37,7 +36,7 @@ from dsfw.peer import peer_identity  # noqa: E402
 from dsfw.policy.embedded import EmbeddedEngine  # noqa: E402
 from dsfw.relay import Relay  # noqa: E402
 from dsfw.resource import FirewallResource  # noqa: E402
-from dsfw.tap import DsfwChannel  # noqa: E402
+from dsfw.tap import make_site  # noqa: E402
 from dsfw.upstream import DockerConnection  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -76,8 +75,7 @@ def build(policy_dir: str):
     resource = FirewallResource(EmbeddedEngine(policy_dir), Relay(clock, pool),
                                 BuildGate(clock, None), peer_identity=peer_identity,
                                 clock=clock, verbose=False)
-    site = Site(resource, reactor=clock)
-    site.protocol = DsfwChannel
+    site = make_site(resource, clock)
     channel = site.buildProtocol(None)
     client = StringTransport()
     channel.makeConnection(client)
@@ -110,7 +108,7 @@ def main() -> None:
         shutil.copy(os.path.join(REPO, "policies", name), policy_dir)
     real_stdout = sys.stdout
     sys.stdout = io.StringIO()  # the decision log is written, then thrown away
-    logsetup.configure(verbose=False)
+    logsetup.configure(verbose=False, direct=False)
     try:
         results = {}
         for name, request, answer in (("GET /_ping", PING, PING_ANSWER),
