@@ -1,4 +1,7 @@
 """Makes the end-to-end fixtures and the ``requires_docker`` marker work in every test module."""
+import pytest
+import structlog
+
 from e2e_support import dsfw, dsfw_factory, require_docker  # noqa: F401  (fixtures)
 
 
@@ -11,3 +14,15 @@ def pytest_configure(config):
 def pytest_runtest_setup(item):
     if item.get_closest_marker("requires_docker") is not None:
         require_docker()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_structlog():
+    """A test that configures structlog (the CLI's main() does) must not change later tests'.
+
+    ``capture_logs`` keeps the configured level filter, so a WARNING-only set-up
+    left behind by one test would hide the info events another test looks for.
+    """
+    previous = structlog.get_config()
+    yield
+    structlog.configure(**previous)
