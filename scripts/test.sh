@@ -2,12 +2,17 @@
 # The project's test command (README: `bash scripts/test.sh`), for CI and developers alike.
 # Installs dsfw with its test extras into the current python3, then runs every test under
 # tests/ with pytest, whose summary line is the last thing printed; exits non-zero on failure.
-# The Docker end-to-end tests need dockerd at /var/run/docker.sock and the test image
-# (see .ci/run); without them they skip -- or fail, when CI is set.
-# DSFW_SKIP_INSTALL=1 skips the install step (for an environment already set up).
+# Run as root, it first makes the machine ready for the Docker end-to-end tests
+# (scripts/setup-docker.sh: installs docker.io busybox-static socat haproxy if missing, starts
+# dockerd, imports the test image). Without dockerd those tests skip -- or fail, when CI is set.
+# DSFW_SKIP_INSTALL=1 skips the install steps (for an environment already set up).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
+
+if [ "${DSFW_SKIP_INSTALL:-}" != 1 ] && [ "$(id -u)" = 0 ]; then
+    bash scripts/setup-docker.sh >&2
+fi
 
 if [ "${DSFW_SKIP_INSTALL:-}" != 1 ]; then
     # A distribution's own python refuses pip installs (PEP 668) outside a virtualenv.
