@@ -156,6 +156,9 @@ class DsfwChannel(HTTPChannel):
     MAX_LENGTH = 1 << 20
 
 
+IDLE_TIMEOUT = 300
+
+
 def make_site(resource, reactor) -> Site:
     """The twisted.web site for the firewall resource.
 
@@ -168,6 +171,9 @@ def make_site(resource, reactor) -> Site:
     except TypeError:
         site = Site(resource, reactor=reactor)
     site.protocol = DsfwChannel
+    # A connection that sends nothing for this long between (or inside) requests is
+    # closed; twisted.web suspends it while a response streams (logs -f, events).
+    site.timeOut = IDLE_TIMEOUT
     return site
 
 
