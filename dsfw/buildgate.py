@@ -87,6 +87,19 @@ def _read_context(content: BinaryIO, out: BinaryIO, dockerfile: str, limits: Con
     return ctx, dockerfile_input(ctx.dockerfile, buildargs)
 
 
+_BUILDKIT_REFUSED = ("BuildKit builds and sessions cannot be inspected by the firewall and are "
+                     "refused; build with DOCKER_BUILDKIT=0 (the classic builder)")
+_REMOTE_REFUSED = ("remote build contexts (remote=) cannot be inspected by the firewall and are "
+                   "refused; send the build context from the client instead")
+
+
+def _uninspected(allowed: bool, what: str, refusal: str, bound) -> None:
+    """Refuse a build dsfw cannot see, unless the operator allowed it (then log it)."""
+    if not allowed:
+        raise Forbidden(refusal)
+    bound.warning("build.uninspected_allowed", reason=what)
+
+
 def is_buildkit(req: CanonicalRequest) -> bool:
     return req.target.param("version") == "2"
 
@@ -102,26 +115,15 @@ class BuildGate:
     def check_buildkit_endpoint(self, req: CanonicalRequest, bound) -> None:
         """``/session`` and ``/grpc`` only serve BuildKit builds dsfw cannot read."""
         if req.target.plain_path in BUILDKIT_ENDPOINTS:
-            if not self._options.allow_buildkit:
-                raise Forbidden(
-                    "BuildKit sessions cannot be inspected by the firewall and are refused; "
-                    "build with DOCKER_BUILDKIT=0 (the classic builder)")
-            bound.warning("build.uninspected_allowed", reason="BuildKit session")
+            _uninspected(self._options.allow_buildkit, "BuildKit session", _BUILDKIT_REFUSED, bound)
 
     async def prepare(self, req: CanonicalRequest, content: BinaryIO | None, bound) -> PreparedBuild:
         if req.target.param("remote"):
-            if not self._options.allow_remote_context:
-                raise Forbidden(
-                    "remote build contexts (remote=) cannot be inspected by the firewall "
-                    "and are refused; send the build context from the client instead")
-            bound.warning("build.uninspected_allowed", reason="remote context")
+            _uninspected(self._options.allow_remote_context, "remote context", _REMOTE_REFUSED,
+                         bound)
             return PreparedBuild(req, None, content, None)
         if is_buildkit(req):
-            if not self._options.allow_buildkit:
-                raise Forbidden(
-                    "BuildKit builds cannot be inspected by the firewall and are refused; "
-                    "build with DOCKER_BUILDKIT=0 (the classic builder)")
-            bound.warning("build.uninspected_allowed", reason="BuildKit build")
+            _uninspected(self._options.allow_buildkit, "BuildKit build", _BUILDKIT_REFUSED, bound)
             return PreparedBuild(req, None, None, None)
         if content is None:
             raise BadRequest("a build request needs a build context")

@@ -237,17 +237,21 @@ class DockerConnection(Protocol):
             self._sink.body_received(data)
             return False
         if framing == "length":
-            take = min(self._remaining, len(self._buf))
-            data = bytes(self._buf[:take])
-            del self._buf[:take]
-            self._remaining -= take
-            if data:
-                self._sink.body_received(data)
+            self._deliver_remaining()
             if self._remaining == 0:
                 self._finish()
                 return False
             return bool(self._buf)
         return self._parse_chunk()
+
+    def _deliver_remaining(self) -> None:
+        """Hand the sink what is buffered of the ``_remaining`` bytes still due."""
+        take = min(self._remaining, len(self._buf))
+        data = bytes(self._buf[:take])
+        del self._buf[:take]
+        self._remaining -= take
+        if data:
+            self._sink.body_received(data)
 
     def _parse_chunk(self) -> bool:
         if self._chunk_state == "size":
@@ -269,12 +273,7 @@ class DockerConnection(Protocol):
                 self._chunk_state = "data"
             return True
         if self._chunk_state == "data":
-            take = min(self._remaining, len(self._buf))
-            data = bytes(self._buf[:take])
-            del self._buf[:take]
-            self._remaining -= take
-            if data:
-                self._sink.body_received(data)
+            self._deliver_remaining()
             if self._remaining == 0:
                 self._chunk_state = "crlf"
             return bool(self._buf)
