@@ -119,7 +119,7 @@ def goals(summaries, policy=None):
         if None in (a, b) or not b:
             row(goal, "not measured", None)
         else:
-            row(goal, f"{a / b:.2f} × direct ({_fmt(a)} vs {_fmt(b)})", a / b >= limit)
+            row(goal, f"{a / b:.3f} × direct ({_fmt(a)} vs {_fmt(b)})", a / b >= limit)
     small, big = d("upload", "peak_rss_mb"), d("upload_2g", "peak_rss_mb")
     if None in (small, big):
         row("peak RSS, 2 GB upload within 50 MB of the small one", "not measured", None)
