@@ -62,11 +62,22 @@ class LoadedPolicy:
     missing_rules: set[str] = field(default_factory=set)
 
 
+# A subdirectory holding this file is not loaded with its parent: it is a
+# collection to copy from (the shipped policies/library/), not a policy in force.
+IGNORE_MARKER = ".dsfw-ignore"
+
+
 def policy_files(policy_dir: str) -> list[str]:
-    """Every policy and data file below ``policy_dir``, in a stable order."""
+    """Every policy and data file below ``policy_dir``, in a stable order.
+
+    Subdirectories marked with :data:`IGNORE_MARKER` are skipped; the marker
+    of ``policy_dir`` itself does not count, so ``--policyDir policies/library``
+    still loads the library.
+    """
     found = []
     for root, dirs, files in os.walk(policy_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not os.path.exists(os.path.join(root, d, IGNORE_MARKER)))
         for name in sorted(files):
             if not name.startswith(".") and name.endswith(POLICY_SUFFIXES + DATA_SUFFIXES):
                 found.append(os.path.join(root, name))
