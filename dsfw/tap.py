@@ -29,7 +29,7 @@ from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.recorder import InputRecorder
 from dsfw.relay import Relay
 from dsfw.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
-from dsfw.upstream import DockerPool
+from dsfw.upstream import DockerPool, use_large_reads
 
 log = structlog.get_logger("dsfw")
 
@@ -154,6 +154,10 @@ class DsfwChannel(HTTPChannel):
 
     totalHeadersSize = 1 << 20
     MAX_LENGTH = 1 << 20
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        use_large_reads(self.transport)
 
 
 IDLE_TIMEOUT = 300
