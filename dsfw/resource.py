@@ -101,10 +101,12 @@ class FirewallResource(Resource):
         return NOT_DONE_YET
 
     def _abort_request(self, request) -> Callable[[], None]:
+        """Closes this request's client connection, even after a hijack took it from twisted.web."""
+        transport = request.channel.transport  # the same object a splice keeps using
+
         def abort() -> None:
-            channel = request.channel
-            if channel is not None and channel.transport is not None:
-                channel.transport.abortConnection()
+            if transport.connected:
+                transport.abortConnection()
         return abort
 
     async def _handle(self, request) -> None:
