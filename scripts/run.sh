@@ -5,8 +5,11 @@
 # Then: DOCKER_HOST=unix:///var/run/protected-docker.sock docker ps
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v dockerd >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq docker.io
+need=""
+command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
+python3 -m pip --version >/dev/null 2>&1 || need="$need python3-pip"
+if [ -n "$need" ]; then
+  apt-get update -qq && apt-get install -y -qq $need
 fi
 if ! docker -H unix:///var/run/docker.sock info >/dev/null 2>&1; then
   echo "starting dockerd (log: /tmp/dockerd.log)"
