@@ -21,6 +21,7 @@ from dsfw import logsetup
 from dsfw.admin import AdminEndpoints
 from dsfw.metrics import Metrics
 from dsfw.buildcontext import ContextLimits
+from dsfw.errors import error_body
 from dsfw.buildgate import BuildGate, BuildOptions
 from dsfw.listening import ProtectedSocketService
 from dsfw.peer import peer_identity
@@ -158,6 +159,20 @@ class DsfwChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         use_large_reads(self.transport)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to unparsable HTTP, with a message the docker CLI prints.
+
+        twisted.web calls this for framing it will not guess about (conflicting
+        lengths, bad chunking, oversized or malformed headers); the request never
+        reaches the policy, let alone dockerd.
+        """
+        log.info("request.malformed", status=400)
+        body = error_body("dsfw: malformed HTTP request refused (framing, header syntax or "
+                          "header size); nothing was forwarded to dockerd")
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        self.loseConnection()
 
 
 IDLE_TIMEOUT = 300

@@ -53,3 +53,17 @@ def test_a_long_streamed_answer_is_not_cut_by_the_idle_timeout():
     assert resource.requests
     clock.advance(IDLE_TIMEOUT * 10)
     assert not transport.disconnecting
+
+
+def test_unparsable_http_gets_a_docker_style_message_and_a_log_line():
+    from structlog.testing import capture_logs
+    import json
+    clock = MemoryReactorClock()
+    channel, transport = connect(Streaming(), clock)
+    with capture_logs() as logs:
+        channel.dataReceived(b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc")
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["message"].startswith("dsfw: malformed HTTP request")
+    assert transport.disconnecting
+    assert [e["event"] for e in logs] == ["request.malformed"]
