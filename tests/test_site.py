@@ -67,3 +67,15 @@ def test_unparsable_http_gets_a_docker_style_message_and_a_log_line():
     assert json.loads(body)["message"].startswith("dsfw: malformed HTTP request")
     assert transport.disconnecting
     assert [e["event"] for e in logs] == ["request.malformed"]
+
+
+def test_large_registry_credentials_headers_are_accepted():
+    """X-Registry-Config can exceed twisted.web's 16 kB default; Go allows 1 MB of headers."""
+    clock = MemoryReactorClock()
+    resource = Streaming()
+    channel, transport = connect(resource, clock)
+    config = b"e" * 200_000
+    channel.dataReceived(b"POST /build HTTP/1.1\r\nHost: x\r\nX-Registry-Config: " + config +
+                         b"\r\nContent-Length: 0\r\n\r\n")
+    assert resource.requests and not transport.disconnecting
+    assert resource.requests[0].requestHeaders.getRawHeaders(b"x-registry-config") == [config]
