@@ -9,7 +9,9 @@ a decision is logged for every request, and the framework's per-event work
 was a measurable part of dsfw's per-request cost.
 
 ``console`` lines read ``TIME [level] event key=value ...``; ``json`` gives
-one JSON object per line for machines.  With ``--verbose`` debug events (the
+one JSON object per line for machines; ``auto`` (the default) picks console
+on a terminal and JSON lines anywhere else.  ``--log-file`` sends the events
+to a file of their own (reopened on SIGHUP, for logrotate).  With ``--verbose`` debug events (the
 original firewall's per-request lines: request received, policy queried with
 its input, decision) are shown too.
 """
@@ -78,31 +80,71 @@ def _is_dev_null(fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
 
 
-class _StdoutLogger:
-    """Writes one rendered event per line (see :func:`_output_stream`)."""
+class _LineLogger:
+    """Writes one rendered event per line: to ``--log-file`` if given, else stdout."""
 
     def msg(self, message: str) -> None:
-        out = _output_stream() if _direct else sys.stdout
+        out = _log_file or (_output_stream() if _direct else sys.stdout)
         out.write(message + "\n")
         out.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+def _terminal_output() -> bool:
+    """Whether event lines currently go to a terminal (decides the ``auto`` format)."""
+    out = _log_file or (_output_stream() if _direct else sys.stdout)
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+_json_renderer = structlog.processors.JSONRenderer(sort_keys=True)
+
+
+def render_auto(logger, name, event: dict[str, Any]) -> str:
+    """Human-readable lines on a terminal, JSON lines anywhere else (files, journald)."""
+    if _tty_for_pid[0] != os.getpid():
+        _tty_for_pid[:] = [os.getpid(), _terminal_output()]
+    return render_console(logger, name, event) if _tty_for_pid[1] else _json_renderer(
+        logger, name, event)
+
+
 _direct = False
+_log_file = None
+_log_path: str | None = None
+_tty_for_pid: list = [-1, False]
+FORMATS = ("auto", "console", "json")
 
 
-def configure(verbose: bool = False, fmt: str = "console", direct: bool = True) -> None:
-    """Configure structlog for the process; ``fmt`` is ``console`` or ``json``.
+def reopen_log_file() -> None:
+    """Reopen ``--log-file`` (after logrotate moved it); wired to SIGHUP."""
+    global _log_file
+    if _log_path is not None:
+        old, _log_file = _log_file, open(_log_path, "a", encoding="utf-8", buffering=1)
+        if old is not None:
+            old.close()
 
-    ``direct`` writes to the real stdout when it is not /dev/null (the
-    daemon's normal case); tests that capture ``sys.stdout`` pass False.
+
+def configure(verbose: bool = False, fmt: str = "auto", direct: bool = True,
+              log_file: str | None = None) -> None:
+    """Configure structlog for the process.
+
+    ``fmt`` is ``console``, ``json`` or ``auto`` (console on a terminal, JSON
+    lines otherwise).  ``log_file`` appends event lines to that file instead
+    of stdout.  ``direct`` writes to the real stdout when it is not /dev/null
+    (the daemon's normal case); tests that capture ``sys.stdout`` pass False.
     """
-    global _direct, _stream_for_pid
+    global _direct, _stream_for_pid, _log_path, _log_file
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
     _direct = direct
     _stream_for_pid = (-1, None)
-    renderer = (structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json"
-                else render_console)
+    _tty_for_pid[:] = [-1, False]
+    _log_path, _log_file = log_file, None
+    reopen_log_file()
+    renderer = {"json": _json_renderer, "console": render_console, "auto": render_auto}[fmt]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -113,6 +155,6 @@ def configure(verbose: bool = False, fmt: str = "console", direct: bool = True) 
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO),
-        logger_factory=lambda *args: _StdoutLogger(),
+        logger_factory=lambda *args: _LineLogger(),
         cache_logger_on_first_use=True,
     )

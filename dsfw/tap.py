@@ -83,7 +83,11 @@ class Options(usage.Options):
          "Ask this OPA server (http://127.0.0.1:8181 or unix:///path) instead of the embedded engine."],
         ["opa-timeout", None, 2.0, "Seconds to wait for OPA before denying.", _positive(float)],
         ["opa-token-file", None, None, "File holding a bearer token for OPA."],
-        ["log-format", None, "console", "Log format: console or json."],
+        ["log-format", None, "auto",
+         "Log format: console, json, or auto (console on a terminal, JSON lines otherwise)."],
+        ["log-file", None, None,
+         "Append dsfw's event log (decisions...) to this file instead of stdout; "
+         "reopened on SIGHUP."],
         ["record-dir", None, None,
          "Write each policy decision (input with credentials hidden, decision, reasons) "
          "as a JSON file into this directory, for `dsfw eval --input` and `dsfw record`."],
@@ -142,8 +146,8 @@ class Options(usage.Options):
             self._apply_config(self["config"])
         if isinstance(self["socket-mode"], str):  # the default is not coerced by usage
             self["socket-mode"] = _octal(self["socket-mode"])
-        if self["log-format"] not in ("console", "json"):
-            raise usage.UsageError("--log-format must be 'console' or 'json'")
+        if self["log-format"] not in logsetup.FORMATS:
+            raise usage.UsageError("--log-format must be 'auto', 'console' or 'json'")
 
 
 class DsfwChannel(HTTPChannel):
@@ -247,7 +251,11 @@ def _make_engine(options: Options, reactor):
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    logsetup.configure(verbose=options["verbose"], fmt=options["log-format"])
+    try:
+        logsetup.configure(verbose=options["verbose"], fmt=options["log-format"],
+                           log_file=options["log-file"])
+    except OSError as e:
+        raise SystemExit(f"dsfw: cannot open --log-file: {e}")
     engine = _make_engine(options, reactor)
     pool = DockerPool(reactor, options["target"])
     relay = Relay(reactor, pool)
@@ -275,8 +283,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if isinstance(engine, EmbeddedEngine):
         PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
     reload = getattr(engine, "reload", None)
-    if reload is not None:
-        # SIGHUP reloads policies; the handler only schedules work on the reactor.
-        reactor.callWhenRunning(signal.signal, signal.SIGHUP,
-                                lambda *a: reactor.callFromThread(reload))
+
+    def on_sighup() -> None:
+        logsetup.reopen_log_file()
+        if reload is not None:
+            reload()
+
+    # SIGHUP reopens --log-file and reloads policies; the handler only schedules work.
+    reactor.callWhenRunning(signal.signal, signal.SIGHUP,
+                            lambda *a: reactor.callFromThread(on_sighup))
     return top

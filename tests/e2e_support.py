@@ -279,9 +279,13 @@ class DsfwProcess:
 
 def dsfw_args(host: str | os.PathLike, policy_dir: str | os.PathLike,
               target: str | os.PathLike = DOCKER_SOCKET, *extra: str) -> list[str]:
-    """twistd's arguments for a foreground dsfw (no pidfile, so instances can run side by side)."""
+    """twistd's arguments for a foreground dsfw (no pidfile, so instances can run side by side).
+
+    Logs in the console format (the default, ``auto``, writes JSON lines to a file), so
+    tests can look for ``key=value`` in :meth:`DsfwProcess.log_text`.
+    """
     return ["-n", "--pidfile=", "dsfw", "--host", os.fspath(host), "--target", os.fspath(target),
-            "--policyDir", os.fspath(policy_dir), *extra]
+            "--policyDir", os.fspath(policy_dir), "--log-format", "console", *extra]
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ class MakeServiceTests(SynchronousTestCase):
         sockets = [s for s in services if isinstance(s, ProtectedSocketService)]
         self.assertEqual([s.path for s in sockets], [options["host"]])
         self.assertEqual(len([s for s in services if isinstance(s, PolicyWatcher)]), 1)
-        self.assertEqual(self.configured, [{"verbose": 0, "fmt": "console"}])
+        self.assertEqual(self.configured, [{"verbose": 0, "fmt": "auto", "log_file": None}])
         self.assertEqual(reactor.unixServers, [])  # nothing listens before startService
         # SIGHUP is wired once the reactor runs, not at construction
         self.assertIn((signal.signal, signal.SIGHUP),

@@ -1,0 +1,57 @@
+"""Event log format: human-readable on a terminal, JSON lines in files; --log-file reopens."""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import sys
+
+import pytest
+import structlog
+
+from dsfw import logsetup
+
+
+def _emit():
+    structlog.get_logger("dsfw").info("policy.decision", allowed=False, path="/x", reasons=["no"])
+
+
+def test_auto_writes_json_lines_to_a_log_file(tmp_path):
+    path = tmp_path / "dsfw.log"
+    logsetup.configure(fmt="auto", log_file=str(path))
+    _emit()
+    record = json.loads(path.read_text().splitlines()[-1])
+    assert record["event"] == "policy.decision" and record["allowed"] is False
+    assert record["level"] == "info" and "timestamp" in record
+
+
+def test_auto_is_human_readable_on_a_terminal(monkeypatch):
+    master, slave = pty.openpty()
+    terminal = os.fdopen(slave, "w")
+    monkeypatch.setattr(sys, "stdout", terminal)
+    try:
+        logsetup.configure(fmt="auto", direct=False)
+        _emit()
+        terminal.flush()
+        line = os.read(master, 4096).decode()
+    finally:
+        terminal.close()
+        os.close(master)
+    assert "[info] policy.decision" in line and "allowed=False" in line
+    assert not line.lstrip().startswith("{")
+
+
+def test_log_file_is_reopened_after_rotation(tmp_path):
+    path = tmp_path / "dsfw.log"
+    logsetup.configure(fmt="json", log_file=str(path))
+    _emit()
+    os.rename(path, tmp_path / "dsfw.log.1")
+    logsetup.reopen_log_file()
+    _emit()
+    assert len((tmp_path / "dsfw.log.1").read_text().splitlines()) == 1
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError):
+        logsetup.configure(fmt="xml")
