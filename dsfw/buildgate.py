@@ -57,7 +57,7 @@ class PreparedBuild:
     context_length: int | None
 
 
-def _buildargs(req: CanonicalRequest) -> dict[str, str | None]:
+def buildargs_of(req: CanonicalRequest) -> dict[str, str | None]:
     raw = req.target.param("buildargs")
     if not raw:
         return {}
@@ -127,7 +127,7 @@ class BuildGate:
             return PreparedBuild(req, None, None, None)
         if content is None:
             raise BadRequest("a build request needs a build context")
-        buildargs = _buildargs(req)
+        buildargs = buildargs_of(req)
         dockerfile = req.target.param("dockerfile") or "Dockerfile"
         out = tempfile.TemporaryFile(prefix="dsfw-context-")
         try:

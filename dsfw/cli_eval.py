@@ -1,8 +1,7 @@
 """``dsfw eval`` and ``dsfw record``: decide one request, or replay recordings, offline.
 
 The input document is built by the same functions the daemon uses
-(:func:`dsfw.canonical_path.canonical_target`, :func:`dsfw.canonical_body.canonicalize_body`,
-:func:`dsfw.inputdoc.canonical_headers`, :func:`dsfw.inputdoc.input_document`,
+(:func:`dsfw.inputdoc.canonical_request`, :func:`dsfw.inputdoc.input_document`,
 :func:`dsfw.dockerfile.dockerfile_input`), so what ``dsfw eval`` prints is what
 the policy would see for that request -- host paths in ``BindMounts`` are
 resolved on *this* machine, as the daemon resolves them on its own.
@@ -17,12 +16,9 @@ import pwd
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dsfw import endpoints
-from dsfw.buildgate import _buildargs
-from dsfw.canonical_body import canonicalize_body
-from dsfw.canonical_path import canonical_target
+from dsfw.buildgate import buildargs_of
 from dsfw.dockerfile import dockerfile_input
-from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document
+from dsfw.inputdoc import CanonicalRequest, canonical_request, input_document
 from dsfw.policy import AUTHZ, BUILD, PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
 from dsfw.recorder import input_of
@@ -61,25 +57,14 @@ def peer_of(spec: str) -> dict[str, Any]:
 def request_input(method: str, path: str, body: bytes = b"", headers: list[str] = (),
                   peer: dict[str, Any] | None = None) -> tuple[dict[str, Any], CanonicalRequest]:
     """The input document dsfw builds for this request (raises dsfw's BadRequest if it would refuse it)."""
-    method = method.upper()
-    target = canonical_target(path.encode("utf-8"))
-    hdrs = canonical_headers([parse_header(h) for h in headers])
-    if endpoints.has_stream_body(method, target.plain_path):
-        req = CanonicalRequest(method, target, hdrs, stream_body=True)
-    else:
-        content_type = dict(hdrs).get("Content-Type")
-        parsed, json_body = canonicalize_body(method, target.plain_path, target.version, body,
-                                              content_type=content_type)
-        if json_body is not None:  # dsfw forwards its own serialization as JSON
-            hdrs = tuple(sorted([(k, v) for k, v in hdrs if k != "Content-Type"]
-                                + [("Content-Type", "application/json")]))
-        req = CanonicalRequest(method, target, hdrs, body=parsed, json_body=json_body)
+    req = canonical_request(method.upper(), path.encode("utf-8"),
+                            [parse_header(h) for h in headers], lambda: body)
     return input_document(req, peer=peer), req
 
 
 def build_fields(req: CanonicalRequest, dockerfile: bytes) -> dict[str, Any]:
     """The build policy's extra fields for a Dockerfile, with the request's buildargs."""
-    return dockerfile_input(dockerfile, _buildargs(req))
+    return dockerfile_input(dockerfile, buildargs_of(req))
 
 
 def load_input_file(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from dsfw.buildcontext import BuildContextError
 from dsfw.dockerfile_words import (WordError, expand_word, extract_flags, go_isspace,
-                                   parse_words, split_words)
+                                   parse_words)
 
 
 class DockerfileError(BuildContextError):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from dsfw.canonical_path import CanonicalTarget
+from dsfw import endpoints
+from dsfw.canonical_body import canonicalize_body, check_content_type
+from dsfw.canonical_path import CanonicalTarget, canonical_target
 from dsfw.errors import BadRequest
 
 # Headers that describe one hop or the framing dsfw sets itself; never forwarded.
@@ -70,6 +72,36 @@ class CanonicalRequest:
             if k == name:
                 return v
         return None
+
+
+def canonical_request(method: str, raw_target: bytes,
+                      raw_headers: Iterable[tuple[bytes, list[bytes]]],
+                      read_body: Callable[[], bytes], upgrade: str | None = None) -> CanonicalRequest:
+    """One client request in the form dsfw decides and forwards; the daemon and ``dsfw eval`` share it.
+
+    ``read_body`` is only called for endpoints whose body dockerd may decode as
+    JSON: the parsed body becomes what the policy sees and dsfw's own
+    serialization what dockerd receives (so its Content-Type is JSON).
+    Opaque stream bodies (build contexts, archives) are left to the caller.
+    """
+    if not method.isalpha() or not method.isupper():
+        raise BadRequest(f"unsupported request method {method!r}")
+    target = canonical_target(raw_target)
+    headers = canonical_headers(raw_headers)
+    for name, value in headers:
+        if name == "Content-Type":
+            for part in value.split(","):
+                check_content_type(part)  # form bodies would smuggle query parameters
+    if upgrade and not endpoints.may_hijack(method, target.plain_path):
+        raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
+    if endpoints.has_stream_body(method, target.plain_path):
+        return CanonicalRequest(method, target, headers, stream_body=True, upgrade=upgrade)
+    body, json_body = canonicalize_body(method, target.plain_path, target.version, read_body())
+    if json_body is not None:
+        headers = tuple(sorted([(k, v) for k, v in headers if k != "Content-Type"]
+                               + [("Content-Type", "application/json")]))
+    return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
+                            upgrade=upgrade)
 
 
 def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,

@@ -19,11 +19,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from dsfw import admin, endpoints
-from dsfw.canonical_body import canonicalize_body, check_content_type
-from dsfw.canonical_path import canonical_target
 from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
                          ShuttingDown, error_body, error_response)
-from dsfw.inputdoc import CanonicalRequest, canonical_headers, input_document
+from dsfw.inputdoc import CanonicalRequest, canonical_request, input_document
 from dsfw.inflight import InFlight
 from dsfw.metrics import Metrics
 from dsfw.redact import redact_input, redact_query
@@ -201,29 +199,15 @@ class FirewallResource(Resource):
             method = request.method.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("request method is not ASCII") from None
-        if not method.isalpha() or not method.isupper():
-            raise BadRequest(f"unsupported request method {method!r}")
-        target = canonical_target(request.uri)
-        headers = canonical_headers(request.requestHeaders.getAllRawHeaders())
-        for value in request.requestHeaders.getRawHeaders(b"content-type") or []:
-            for part in value.decode("latin-1").split(","):
-                check_content_type(part)  # form bodies would smuggle query parameters
-        upgrade = _upgrade_of(request)
-        if upgrade and not endpoints.may_hijack(method, target.plain_path):
-            raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
-        if endpoints.has_stream_body(method, target.plain_path):
-            return CanonicalRequest(method, target, headers, stream_body=True, upgrade=upgrade)
+        return canonical_request(method, request.uri, request.requestHeaders.getAllRawHeaders(),
+                                 lambda: self._json_body(request), _upgrade_of(request))
+
+    def _json_body(self, request) -> bytes:
         size = _body_size(request.content)
         if size > self._max_json_body:
             raise PayloadTooLarge(
                 f"request body of {size} bytes exceeds the limit of {self._max_json_body} bytes")
-        raw = request.content.read()
-        body, json_body = canonicalize_body(method, target.plain_path, target.version, raw)
-        if json_body is not None:
-            headers = tuple((k, v) for k, v in headers if k != "Content-Type")
-            headers = tuple(sorted(headers + (("Content-Type", "application/json"),)))
-        return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
-                                upgrade=upgrade)
+        return request.content.read()
 
     async def _decide(self, bound, package: str, doc: dict[str, Any], started: float):
         query = f"data.{package}.allow"
