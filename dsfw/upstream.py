@@ -27,6 +27,8 @@ from dsfw.errors import UpstreamUnavailable
 MAX_RESPONSE_HEAD = 1 << 20
 _HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_FRAMING_HEADERS = frozenset({b"connection", b"transfer-encoding", b"content-length",
+                              b"content-type"})
 HIJACK_CONTENT_TYPES = (b"application/vnd.docker.raw-stream", b"application/vnd.docker.multiplexed-stream")
 
 
@@ -209,19 +211,26 @@ class DockerConnection(Protocol):
         if not version.startswith(b"HTTP/1."):
             raise UpstreamProtocolError("dockerd answered with an unknown HTTP version")
         headers = []
+        framing: dict[bytes, bytes] = {}  # the headers this parser acts on, lower-cased
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
                 raise UpstreamProtocolError("dockerd sent a malformed header line")
-            headers.append((name.strip(), value.strip()))
+            name, value = name.strip(), value.strip()
+            headers.append((name, value))
+            lname = name.lower()
+            if lname in _FRAMING_HEADERS:
+                if framing.get(lname, value) != value:
+                    raise UpstreamProtocolError(f"dockerd sent conflicting {name.decode()} headers")
+                framing[lname] = value
         head = ResponseHead(status, rest[0] if rest else b"", tuple(headers))
         if 100 <= status < 200 and status != 101:
             return True  # interim response: wait for the real one
-        connection = (head.get(b"Connection") or b"").lower()
+        connection = framing.get(b"connection", b"").lower()
         if version == b"HTTP/1.0" or b"close" in connection:
             self._keep_alive = False
-        te = head.get(b"Transfer-Encoding")
-        length = head.get(b"Content-Length")
+        te = framing.get(b"transfer-encoding")
+        length = framing.get(b"content-length")
         if status == 101:
             return self._splice(head)
         if self._head_only or status in _NO_BODY_STATUSES:
@@ -237,7 +246,7 @@ class DockerConnection(Protocol):
             self._remaining = int(length)
             self._framing = "length" if self._remaining else "none"
         else:
-            content_type = head.get(b"Content-Type") or b""
+            content_type = framing.get(b"content-type", b"")
             if self._may_hijack and content_type.startswith(HIJACK_CONTENT_TYPES):
                 return self._splice(head)
             self._framing = "eof"

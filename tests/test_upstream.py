@@ -223,6 +223,14 @@ class ParsingTests(SynchronousTestCase):
         for value in (b"abc", b"-1", b"1 2", b"0x10"):
             self.assert_protocol_error(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
 
+    def test_conflicting_framing_headers(self):
+        self.assert_protocol_error(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                   b"content-length: 3\r\n\r\nxyz")
+        # the same value twice is not ambiguous
+        _, _, sink = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                   b"Content-Length: 2\r\n\r\nxy")
+        self.assertEqual((sink.body, sink.finished), (b"xy", 1))
+
     def test_unsupported_transfer_coding(self):
         self.assert_protocol_error(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
 
