@@ -265,8 +265,3 @@ def expand_word(word: str, env: Mapping[str, str], escape: str) -> tuple[str, li
     lexer = _Lexer(word, env, escape)
     result, _ = lexer.words()
     return result, lexer.used
-
-
-def split_words(text: str, env: Mapping[str, str], escape: str) -> list[str]:
-    """Expand, then split into shell words (Lex.ProcessWords)."""
-    return _Lexer(text, env, escape).words()[1]

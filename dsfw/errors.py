@@ -45,10 +45,6 @@ class PayloadTooLarge(DsfwError):
     status = 413
 
 
-class HeadersTooLarge(DsfwError):
-    status = 431
-
-
 class PolicyEngineError(DsfwError):
     """The policy engine could not give an answer: deny, and say why."""
 

@@ -34,9 +34,12 @@ class InFlight:
     def end(self, token: int) -> None:
         self._entries.pop(token, None)
         if not self._entries:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def drain(self, timeout: float) -> Deferred:
         """Fires when nothing is in flight, aborting stragglers after ``timeout`` s."""
@@ -56,4 +59,4 @@ class InFlight:
             except Exception:
                 pass
         self._entries.clear()
-        self.end(-1)
+        self._wake_waiters()
