@@ -30,14 +30,14 @@ from twisted.internet.defer import succeed  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
-from dsfw import logsetup  # noqa: E402
-from dsfw.buildgate import BuildGate  # noqa: E402
-from dsfw.peer import peer_identity  # noqa: E402
+from dsfw.ops import logsetup  # noqa: E402
+from dsfw.build.gate import BuildGate  # noqa: E402
+from dsfw.edge.peer import peer_identity  # noqa: E402
 from dsfw.policy.embedded import EmbeddedEngine  # noqa: E402
-from dsfw.relay import Relay  # noqa: E402
-from dsfw.resource import FirewallResource  # noqa: E402
+from dsfw.edge.relay import Relay  # noqa: E402
+from dsfw.edge.resource import FirewallResource  # noqa: E402
 from dsfw.tap import make_site  # noqa: E402
-from dsfw.upstream import DockerConnection  # noqa: E402
+from dsfw.edge.upstream import DockerConnection  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 

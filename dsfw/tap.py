@@ -17,20 +17,20 @@ from twisted.web.server import Site
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
 
-from dsfw import logsetup
-from dsfw.admin import AdminEndpoints
-from dsfw.metrics import Metrics
-from dsfw.buildcontext import ContextLimits
+from dsfw.ops import logsetup
+from dsfw.ops.admin import AdminEndpoints
+from dsfw.ops.metrics import Metrics
+from dsfw.build.context import ContextLimits
 from dsfw.errors import error_body
-from dsfw.buildgate import BuildGate, BuildOptions
-from dsfw.listening import ProtectedSocketService
-from dsfw.peer import peer_identity
+from dsfw.build.gate import BuildGate, BuildOptions
+from dsfw.edge.listening import ProtectedSocketService
+from dsfw.edge.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
-from dsfw.recorder import InputRecorder
-from dsfw.relay import Relay
-from dsfw.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
-from dsfw.upstream import DockerPool, use_large_reads
+from dsfw.ops.recorder import InputRecorder
+from dsfw.edge.relay import Relay
+from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
+from dsfw.edge.upstream import DockerPool, use_large_reads
 
 log = structlog.get_logger("dsfw")
 

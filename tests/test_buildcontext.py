@@ -11,7 +11,7 @@ import uuid
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dsfw.buildcontext import (AmbiguousContext, BuildContextError, ContextLimits,
+from dsfw.build.context import (AmbiguousContext, BuildContextError, ContextLimits,
                                ContextTooLarge, CorruptContext, DockerfileNotFound,
                                DockerfileTooLarge, ForbiddenPath, UnsupportedEntry,
                                rewrite_context)

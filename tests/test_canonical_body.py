@@ -11,9 +11,9 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from dsfw import docker_types as T
-from dsfw.canonical_body import canonicalize_body, check_content_type, parse_json_body
-from dsfw.docker_schema import body_schema, version_less
+from dsfw.input import types as T
+from dsfw.input.body import canonicalize_body, check_content_type, parse_json_body
+from dsfw.input.schema import body_schema, version_less
 from dsfw.errors import BadRequest, PayloadTooLarge
 
 

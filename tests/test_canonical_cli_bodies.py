@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from dsfw.canonical_body import canonicalize_body
-from dsfw.canonical_path import canonical_target
+from dsfw.input.body import canonicalize_body
+from dsfw.input.path import canonical_target
 
 CLI_BODIES = [
     ('/v1.41/containers/create?name=t1',

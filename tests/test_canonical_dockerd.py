@@ -17,8 +17,8 @@ import socket
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dsfw.canonical_body import canonicalize_body
-from dsfw.canonical_path import canonical_target
+from dsfw.input.body import canonicalize_body
+from dsfw.input.path import canonical_target
 from dsfw.errors import BadRequest
 
 DOCKER_SOCK = "/var/run/docker.sock"
@@ -220,7 +220,7 @@ def test_canonical_create_body_configures_what_the_raw_one_does_and_what_the_pol
 
 def test_schema_fields_are_dockerds():
     """Every Config/HostConfig field dockerd stores is in dsfw's tables (else it would be dropped)."""
-    from dsfw import docker_types as T
+    from dsfw.input import types as T
     raw = json.dumps({"Image": IMAGE, "Cmd": ["true"], "ExposedPorts": {"80/tcp": {}},
                       "StopSignal": "SIGTERM", "Shell": ["sh"], "MacAddress": "02:42:ac:11:00:09",
                       "HostConfig": {"Init": True, "Tmpfs": {"/run": ""},

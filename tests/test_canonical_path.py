@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, strategies as st
 
-from dsfw.canonical_path import (canonical_target, canonical_version, go_clean_path,
+from dsfw.input.path import (canonical_target, canonical_version, go_clean_path,
                                  parse_go_query)
 from dsfw.errors import BadRequest
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dsfw import cli
-from dsfw.recorder import InputRecorder
+from dsfw.cli import app as cli
+from dsfw.ops.recorder import InputRecorder
 from dsfw.policy import PolicyDecision
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from dsfw.canonical_body import canonicalize_body
-from dsfw.canonical_path import canonical_target
-from dsfw.derived import canonical_capability, derived_facts, facts_for
-from dsfw.inputdoc import CanonicalRequest, input_document
+from dsfw.input.body import canonicalize_body
+from dsfw.input.path import canonical_target
+from dsfw.input.derived import canonical_capability, derived_facts, facts_for
+from dsfw.input.request import CanonicalRequest, input_document
 
 
 def request(method, raw_target, body):

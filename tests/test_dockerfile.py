@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dsfw.buildcontext import BuildContextError
-from dsfw.dockerfile import AmbiguousDockerfile, InvalidDockerfile, dockerfile_input
+from dsfw.build.context import BuildContextError
+from dsfw.build.dockerfile import AmbiguousDockerfile, InvalidDockerfile, dockerfile_input
 
 SAMPLE = b"""# escape=\\
 # syntax=docker/dockerfile:1

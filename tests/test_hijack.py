@@ -22,10 +22,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from dsfw.buildgate import BuildGate
-from dsfw.relay import Relay
-from dsfw.resource import FirewallResource
-from dsfw.upstream import DockerPool
+from dsfw.build.gate import BuildGate
+from dsfw.edge.relay import Relay
+from dsfw.edge.resource import FirewallResource
+from dsfw.edge.upstream import DockerPool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_relay import FakeEngine  # noqa: E402

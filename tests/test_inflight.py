@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from dsfw.inflight import InFlight
+from dsfw.edge.inflight import InFlight
 
 
 def test_drain_waits_for_work_to_end():

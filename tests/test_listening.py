@@ -12,7 +12,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from dsfw.listening import ProtectedSocketService, SocketInUse, claim_socket_path
+from dsfw.edge.listening import ProtectedSocketService, SocketInUse, claim_socket_path
 from dsfw.tap import Options
 
 

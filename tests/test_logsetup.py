@@ -9,7 +9,7 @@ import sys
 import pytest
 import structlog
 
-from dsfw import logsetup
+from dsfw.ops import logsetup
 
 
 def _emit():

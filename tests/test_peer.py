@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from dsfw.peer import credentials_of, peer_identity
+from dsfw.edge.peer import credentials_of, peer_identity
 
 
 def test_socketpair_reports_this_process():

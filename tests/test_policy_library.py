@@ -11,7 +11,9 @@ import json
 import re
 from pathlib import Path
 
-from dsfw import cli, cli_test
+from dsfw.cli import app as cli
+
+from dsfw.cli import policytest as cli_test
 from dsfw.policy.loader import load_policy_dir
 
 LIBRARY = Path(__file__).resolve().parents[1] / "policies" / "library"
@@ -77,7 +79,7 @@ def test_every_library_policy_has_tests():
 def test_library_below_the_shipped_policies_changes_nothing():
     """policies/ loads policies/library/ too: its decisions must stay the original examples'."""
     from dsfw.policy.embedded import EmbeddedEngine
-    from dsfw.cli_eval import request_input
+    from dsfw.cli.eval import request_input
     engine = EmbeddedEngine(str(SHIPPED))
     create, _ = request_input("POST", "/v1.41/containers/create",
                               b'{"Image": "evil.io/x", "HostConfig": {"Privileged": true}}')

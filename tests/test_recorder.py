@@ -1,11 +1,11 @@
-"""dsfw.recorder: one redacted JSON file per decision, readable by dsfw eval --input."""
+"""dsfw.ops.recorder: one redacted JSON file per decision, readable by dsfw eval --input."""
 from __future__ import annotations
 
 import json
 import os
 
 from dsfw.policy import PolicyDecision
-from dsfw.recorder import InputRecorder, input_of
+from dsfw.ops.recorder import InputRecorder, input_of
 
 LIVE = {
     "Method": "POST",

@@ -16,13 +16,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from dsfw.buildgate import BuildGate
-from dsfw.canonical_path import canonical_target
-from dsfw.inputdoc import CanonicalRequest
+from dsfw.build.gate import BuildGate
+from dsfw.input.path import canonical_target
+from dsfw.input.request import CanonicalRequest
 from dsfw.policy import PolicyDecision
-from dsfw.relay import Relay, serialize_request
-from dsfw.resource import FirewallResource
-from dsfw.upstream import DockerConnection
+from dsfw.edge.relay import Relay, serialize_request
+from dsfw.edge.resource import FirewallResource
+from dsfw.edge.upstream import DockerConnection
 
 
 class FakeEngine:

@@ -11,10 +11,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from dsfw import logsetup, tap
-from dsfw.listening import ProtectedSocketService
+from dsfw import tap
+
+from dsfw.ops import logsetup
+from dsfw.edge.listening import ProtectedSocketService
 from dsfw.policy.watch import PolicyWatcher
-from dsfw.resource import DEFAULT_MAX_JSON_BODY
+from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_policy_embedded import temp_dir, write  # noqa: E402

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dsfw.errors import UpstreamUnavailable
-from dsfw.upstream import DockerConnection, DockerPool, UpstreamProtocolError
+from dsfw.edge.upstream import DockerConnection, DockerPool, UpstreamProtocolError
 
 
 class RecordingSink:

@@ -4,7 +4,7 @@ A ``POST /build`` is decided twice: ``data.docker.authz.allow`` sees the
 request (query included: ``networkmode``, ``buildargs``...), and
 ``data.docker.build.allow`` sees the Dockerfile dockerd will use.  The
 Dockerfile comes from dsfw's own canonical re-serialization of the context
-(:func:`dsfw.buildcontext.rewrite_context`), which is also what is forwarded,
+(:func:`dsfw.build.context.rewrite_context`), which is also what is forwarded,
 with the ``dockerfile`` parameter pointing at the exact file the policy saw.
 
 What dsfw cannot see, it refuses by default: ``remote=`` contexts (dockerd
@@ -24,10 +24,10 @@ from typing import Any, BinaryIO
 import structlog
 from twisted.internet.threads import deferToThreadPool
 
-from dsfw.buildcontext import ContextLimits, rewrite_context
-from dsfw.dockerfile import dockerfile_input
+from dsfw.build.context import ContextLimits, rewrite_context
+from dsfw.build.dockerfile import dockerfile_input
 from dsfw.errors import BadRequest, Forbidden
-from dsfw.inputdoc import CanonicalRequest
+from dsfw.input.request import CanonicalRequest
 
 log = structlog.get_logger("dsfw")
 

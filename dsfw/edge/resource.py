@@ -2,7 +2,7 @@
 
 Every request, including each one pipelined on a keep-alive connection, runs
 through :meth:`FirewallResource._handle`: it is parsed once into a
-:class:`~dsfw.inputdoc.CanonicalRequest`, shown to the policy, and only then
+:class:`~dsfw.input.request.CanonicalRequest`, shown to the policy, and only then
 serialized by dsfw for dockerd.  Any exception on that path is a refusal with
 a Docker-style ``{"message": ...}`` body: the firewall fails closed.
 """
@@ -18,16 +18,18 @@ from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from dsfw import admin, endpoints
+from dsfw.ops import admin
+
+from dsfw import routes
 from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
                          ShuttingDown, error_body, error_response)
-from dsfw.inputdoc import CanonicalRequest, canonical_request, input_document
-from dsfw.inflight import InFlight
-from dsfw.metrics import Metrics
-from dsfw.redact import redact_input, redact_query
-from dsfw.buildgate import BuildGate
+from dsfw.input.request import CanonicalRequest, canonical_request, input_document
+from dsfw.edge.inflight import InFlight
+from dsfw.ops.metrics import Metrics
+from dsfw.input.redact import redact_input, redact_query
+from dsfw.build.gate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
-from dsfw.relay import Relay
+from dsfw.edge.relay import Relay
 
 log = structlog.get_logger("dsfw")
 
@@ -52,7 +54,7 @@ def _upgrade_of(request) -> str | None:
     if b"upgrade" not in tokens or len(upgrade) != 1:
         raise BadRequest("an Upgrade header needs exactly one value and 'Connection: Upgrade'")
     value = upgrade[0].strip().lower().decode("latin-1")
-    if value not in endpoints.HIJACK_UPGRADES:
+    if value not in routes.HIJACK_UPGRADES:
         raise BadRequest(f"upgrade to {value!r} is not supported")
     return value
 
@@ -131,7 +133,7 @@ class FirewallResource(Resource):
             length = _body_size(stream) if stream is not None else None
             build_fields = None
             self._build_gate.check_buildkit_endpoint(req, bound)
-            if endpoints.is_build(req.method, req.target.plain_path):
+            if routes.is_build(req.method, req.target.plain_path):
                 prepared = await self._build_gate.prepare(req, stream, bound)
                 req, build_fields = prepared.request, prepared.fields
                 stream = context = prepared.context
@@ -144,7 +146,7 @@ class FirewallResource(Resource):
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
             self.metrics.count("allowed", req.method, req.target.plain_path)
-            may_hijack = endpoints.may_hijack(req.method, req.target.plain_path)
+            may_hijack = routes.may_hijack(req.method, req.target.plain_path)
             if may_hijack:
                 hijack_token = self.inflight.begin(self._abort_request(request))
             result = await self._relay.forward(

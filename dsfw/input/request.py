@@ -12,9 +12,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from dsfw import endpoints
-from dsfw.canonical_body import canonicalize_body, check_content_type
-from dsfw.canonical_path import CanonicalTarget, canonical_target
+from dsfw import routes
+from dsfw.input.body import canonicalize_body, check_content_type
+from dsfw.input.path import CanonicalTarget, canonical_target
 from dsfw.errors import BadRequest
 
 # Headers that describe one hop or the framing dsfw sets itself; never forwarded.
@@ -92,9 +92,9 @@ def canonical_request(method: str, raw_target: bytes,
         if name == "Content-Type":
             for part in value.split(","):
                 check_content_type(part)  # form bodies would smuggle query parameters
-    if upgrade and not endpoints.may_hijack(method, target.plain_path):
+    if upgrade and not routes.may_hijack(method, target.plain_path):
         raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
-    if endpoints.has_stream_body(method, target.plain_path):
+    if routes.has_stream_body(method, target.plain_path):
         return CanonicalRequest(method, target, headers, stream_body=True, upgrade=upgrade)
     body, json_body = canonicalize_body(method, target.plain_path, target.version, read_body())
     if json_body is not None:
@@ -112,7 +112,7 @@ def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
     computed from the canonical body, the same document dockerd receives;
     see docs/input.md.
     """
-    from dsfw.derived import derived_facts  # local: the facts are this function's addition
+    from dsfw.input.derived import derived_facts  # local: the facts are this function's addition
 
     doc: dict[str, Any] = {
         "Method": req.method,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dsfw import docker_types as T
+from dsfw.input import types as T
 from dsfw.errors import BadRequest
 
 # dockerd's answer when a request carries no /vX.Y prefix.

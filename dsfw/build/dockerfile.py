@@ -22,8 +22,8 @@ import json
 import re
 from typing import Any, Mapping
 
-from dsfw.buildcontext import BuildContextError
-from dsfw.dockerfile_words import (WordError, expand_word, extract_flags, go_isspace,
+from dsfw.build.context import BuildContextError
+from dsfw.build.words import (WordError, expand_word, extract_flags, go_isspace,
                                    parse_words)
 
 

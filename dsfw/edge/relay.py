@@ -1,7 +1,7 @@
 """Forwarding one decided request to dockerd and streaming its answer back.
 
 The request dockerd receives is serialized here from the
-:class:`~dsfw.inputdoc.CanonicalRequest` the policy saw -- never from the
+:class:`~dsfw.input.request.CanonicalRequest` the policy saw -- never from the
 client's bytes.  The response is streamed to the twisted.web request with
 dockerd's connection registered as the producer, so a slow client pauses
 dockerd instead of growing dsfw's memory.
@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
 
-from dsfw import hijack
-from dsfw.inputdoc import CanonicalRequest
-from dsfw.upstream import DockerConnection, DockerPool, ResponseHead
+from dsfw.edge import hijack
+from dsfw.input.request import CanonicalRequest
+from dsfw.edge.upstream import DockerConnection, DockerPool, ResponseHead
 
 # Response headers that describe dockerd's hop, not the answer.
 _HOP_BY_HOP_RESPONSE = frozenset(

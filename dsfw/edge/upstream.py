@@ -95,7 +95,7 @@ class DockerConnection(Protocol):
 
     States: ``idle`` (in the pool), ``head`` (waiting for the status line and
     headers), ``body`` (delivering a framed body), ``spliced`` (hijacked: a
-    raw byte stream owned by :mod:`dsfw.hijack`), ``closed``.
+    raw byte stream owned by :mod:`dsfw.edge.hijack`), ``closed``.
     """
 
     def __init__(self) -> None:

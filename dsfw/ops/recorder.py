@@ -6,7 +6,7 @@ One JSON file per decision in a directory::
      "docker.authz", "allowed": false, "revision": "ab12..."}, "reasons": [...]}
 
 Credentials never reach the disk: the input goes through
-:func:`dsfw.redact.redact_input` (``X-Registry-Auth``, ``X-Registry-Config``,
+:func:`dsfw.input.redact.redact_input` (``X-Registry-Auth``, ``X-Registry-Config``,
 ``Authorization`` values, container ``Env`` values, ...). A replay therefore
 sees ``<redacted>`` where the live policy saw the secret; a policy that
 decides on a secret's value will not decide the same way on a recording.
@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import structlog
 
-from dsfw.redact import redact_input
+from dsfw.input.redact import redact_input
 
-log = structlog.get_logger("dsfw.recorder")
+log = structlog.get_logger("dsfw.ops.recorder")
 
 
 def decision_record(input_doc: dict[str, Any], package: str, allowed: bool,

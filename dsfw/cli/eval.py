@@ -1,8 +1,8 @@
 """``dsfw eval`` and ``dsfw record``: decide one request, or replay recordings, offline.
 
 The input document is built by the same functions the daemon uses
-(:func:`dsfw.inputdoc.canonical_request`, :func:`dsfw.inputdoc.input_document`,
-:func:`dsfw.dockerfile.dockerfile_input`), so what ``dsfw eval`` prints is what
+(:func:`dsfw.input.request.canonical_request`, :func:`dsfw.input.request.input_document`,
+:func:`dsfw.build.dockerfile.dockerfile_input`), so what ``dsfw eval`` prints is what
 the policy would see for that request -- host paths in ``BindMounts`` are
 resolved on *this* machine, as the daemon resolves them on its own.
 """
@@ -16,13 +16,13 @@ import pwd
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dsfw.buildgate import buildargs_of
-from dsfw.dockerfile import dockerfile_input
-from dsfw.inputdoc import CanonicalRequest, canonical_request, input_document
+from dsfw.build.gate import buildargs_of
+from dsfw.build.dockerfile import dockerfile_input
+from dsfw.input.request import CanonicalRequest, canonical_request, input_document
 from dsfw.policy import AUTHZ, BUILD, PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
-from dsfw.recorder import input_of
-from dsfw.redact import redact_input
+from dsfw.ops.recorder import input_of
+from dsfw.input.redact import redact_input
 
 
 class InputError(ValueError):

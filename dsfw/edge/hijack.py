@@ -17,7 +17,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dsfw.upstream import DockerConnection, ResponseHead
+from dsfw.edge.upstream import DockerConnection, ResponseHead
 
 
 def detach_client(request) -> tuple[object, bytes]:

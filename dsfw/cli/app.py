@@ -75,7 +75,7 @@ def _load_engine(policy_dir: str):
 
 
 def _test(args, out: TextIO, err: TextIO) -> int:
-    from dsfw import cli_test
+    from dsfw.cli import policytest as cli_test
     from dsfw.policy.loader import PolicyLoadError, load_policy_dir
     try:
         policy = load_policy_dir(args.policyDir)
@@ -92,7 +92,7 @@ def _read(path: str) -> bytes:
 
 
 def _eval(args, out: TextIO, err: TextIO) -> int:
-    from dsfw import cli_eval
+    from dsfw.cli import eval as cli_eval
     recorded = None
     build = None
     if args.input:
@@ -124,7 +124,7 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
 
 def _record(args, out: TextIO, err: TextIO) -> int:
     import os
-    from dsfw import cli_eval
+    from dsfw.cli import eval as cli_eval
     if not os.path.isdir(args.directory):
         raise cli_eval.InputError(f"{args.directory} is not a directory")
     engine = _load_engine(args.policyDir) if args.policyDir else None

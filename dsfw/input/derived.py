@@ -20,8 +20,8 @@ import posixpath
 import re
 from typing import Any, Callable
 
-from dsfw.docker_schema import body_schema
-from dsfw.docker_types import EXEC_CONFIG, SERVICE_SPEC
+from dsfw.input.schema import body_schema
+from dsfw.input.types import EXEC_CONFIG, SERVICE_SPEC
 
 _CONTAINER_BODY = ("container", "start")
 _VOLUME_CREATE = re.compile(r"^/volumes/create$")
@@ -97,7 +97,7 @@ def _caps(value: Any) -> list[str]:
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """``BindMounts``, ``CapAdd``, ``CapDrop`` and ``Privileged`` for one request.
 
-    ``req`` is a :class:`dsfw.inputdoc.CanonicalRequest`.  The facts are always
+    ``req`` is a :class:`dsfw.input.request.CanonicalRequest`.  The facts are always
     present (empty or false when the request has none), so policies can
     iterate them without guarding against undefined or null.
     """

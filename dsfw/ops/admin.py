@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from dsfw.errors import NotFound, UpstreamUnavailable
-from dsfw.metrics import Metrics
-from dsfw.upstream import DockerPool, ResponseHead
+from dsfw.ops.metrics import Metrics
+from dsfw.edge.upstream import DockerPool, ResponseHead
 
 PREFIX = "/_dsfw/"
 HEALTH_TIMEOUT = 2.0

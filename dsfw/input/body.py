@@ -5,7 +5,7 @@ text after the first value, on invalid UTF-8 and on non-finite numbers.  dsfw
 parses strictly, refuses every such case, and forwards its own serialization,
 so the bytes dockerd decodes are the document the policy saw.  For the
 endpoints whose bodies policies inspect, the parsed value is further rewritten
-into the shape Go's decoder gives it (:mod:`dsfw.docker_schema`).
+into the shape Go's decoder gives it (:mod:`dsfw.input.schema`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from dsfw.docker_schema import body_schema, canonical_document
+from dsfw.input.schema import body_schema, canonical_document
 from dsfw.errors import BadRequest, PayloadTooLarge
 
 # Docker's deepest request shape (create: Mounts → VolumeOptions → DriverConfig →
@@ -127,7 +127,7 @@ def canonicalize_body(method: str, plain_path: str, version: str | None, raw: by
 
     An empty body stays empty (``(None, None)``).  Anything else must be one
     unambiguous JSON value; for endpoints with a known Docker schema it is
-    rewritten into the shape dockerd decodes (see :mod:`dsfw.docker_schema`).
+    rewritten into the shape dockerd decodes (see :mod:`dsfw.input.schema`).
     """
     check_content_type(content_type)
     if len(raw) > max_bytes:

@@ -1,0 +1,3 @@
+from dsfw.cli.app import main
+
+raise SystemExit(main())
