@@ -61,6 +61,7 @@ class OpaDataResource(Resource):
         super().__init__()
         self.policy = load_policy_dir(policy_dir)
         self.token = token
+        self.explain = True  # answer ?explain=fails with trace events, as OPA does
         self.requests: list[tuple[bytes, bytes]] = []  # (method, path), for tests
 
     def _authorized(self, request: Request) -> bool:
@@ -109,9 +110,29 @@ class OpaDataResource(Resource):
             return _error(request, 500, "internal_error", describe_regorus_error(e))
         results = answer.get("result") or []
         request.setHeader(b"content-type", b"application/json")
-        if not results:
-            return b"{}\n"
-        return json.dumps({"result": results[0]["expressions"][0]["value"]}).encode() + b"\n"
+        reply: dict[str, Any] = {}
+        if results:
+            reply["result"] = results[0]["expressions"][0]["value"]
+        if request.args.get(b"explain") == [b"fails"] and self.explain and len(segments) > 1:
+            reply["explanation"] = self._fail_events(segments, input_doc if has_input else {})
+        return json.dumps(reply).encode() + b"\n"
+
+    def _fail_events(self, segments: list[str], input_doc: Any) -> list[dict[str, Any]]:
+        """OPA's trace events of kind ``Fail`` for the last segment's rule, in OPA's JSON shape.
+
+        Real OPA traces every expression; this stand-in reports the first failed
+        statement of each rule body (dsfw's own explainer finds it), which is
+        what dsfw reads from a real trace: ``op``, ``location.file/row/col``.
+        """
+        package, rule = ".".join(segments[:-1]), segments[-1]
+        explanation = self.policy.explainer.explain(package, rule, json.dumps(input_doc))
+        events = []
+        for body in explanation.bodies:
+            step = body.failed_step()
+            if step is not None:
+                events.append({"op": "Fail", "query_id": 1, "type": "expr",
+                               "location": {"file": body.file, "row": step.line, "col": 1}})
+        return events
 
 
 def listen_description(listen: str) -> str:

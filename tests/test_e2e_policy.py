@@ -342,7 +342,8 @@ def test_dir_without_authz_allow_denies_everything(dsfw_factory, tmp_path):
                          ("GET", "/version")):
         status, _, body = http(proc.socket, method, path)
         assert status == 403, (path, body)
-        assert message(body) == "dsfw: request denied by policy data.docker.authz.allow (undefined)"
+        assert message(body) == ("dsfw: request denied by policy data.docker.authz.allow "
+                                 "(undefined): no rule data.docker.authz.allow with a body is defined")
     listed = docker_cli(proc.socket, "ps")
     assert listed.returncode != 0
     assert DENIED_BY_ALLOW in listed.stderr

@@ -78,7 +78,8 @@ class ShippedPolicyTests(EmbeddedTestCase):
             decision = self.decide(self.e, {"Method": "POST", "Path": path})
             self.assertFalse(decision.allowed, path)
             self.assertEqual(
-                decision.message(), "request denied by policy data.docker.authz.allow (undefined)"
+                decision.message(), "request denied by policy data.docker.authz.allow (undefined): "
+                "data.docker.authz.allow at authz.rego:7 failed at line 8: not createNetwork"
             )
 
     def test_other_requests_allowed_versioned_and_not(self):
@@ -182,7 +183,9 @@ class LoadingTests(EmbeddedTestCase):
         self.assertIn("policy.no_authz_allow", [entry["event"] for entry in logs])
         decision = self.decide(e, {"Path": "/_ping"})
         self.assertFalse(decision.allowed)
-        self.assertEqual(decision.reasons, ("request denied by policy data.docker.authz.allow (undefined)",))
+        self.assertEqual(decision.reasons, ("request denied by policy data.docker.authz.allow "
+                                            "(undefined): no rule data.docker.authz.allow with a body "
+                                            "is defined",))
 
     def test_no_warning_when_authz_allow_exists(self):
         with capture_logs() as logs:
@@ -219,7 +222,8 @@ class DecisionTests(EmbeddedTestCase):
         e = self.engine({"authz.rego": V1_AUTHZ})
         self.assertEqual(
             self.decide(e, {"Path": "/secrets"}).reasons,
-            ("request denied by policy data.docker.authz.allow (false)",),
+            ("request denied by policy data.docker.authz.allow (false): data.docker.authz.allow at "
+             'authz.rego:5 failed at line 5: not startswith(input.Path, "/secrets")',),
         )
 
     def test_non_boolean_allow_is_a_denial(self):
@@ -253,7 +257,8 @@ class DecisionTests(EmbeddedTestCase):
         e = self.engine({"authz.rego": V1_AUTHZ})
         decision = self.decide(e, {}, "docker.build")
         self.assertFalse(decision.allowed)
-        self.assertEqual(decision.message(), "request denied by policy data.docker.build.allow (undefined)")
+        self.assertEqual(decision.message(), "request denied by policy data.docker.build.allow "
+                         "(undefined): no rule data.docker.build.allow with a body is defined")
 
     def test_invalid_package_name_fails(self):
         e = self.engine({"authz.rego": V1_AUTHZ})

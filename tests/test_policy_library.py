@@ -87,7 +87,9 @@ def test_library_below_the_shipped_policies_changes_nothing():
     network, _ = request_input("POST", "/v1.41/networks/create", b'{"Name": "n"}')
     decision = engine.evaluate("docker.authz", network)
     assert not decision.allowed
-    assert decision.reasons == ("request denied by policy data.docker.authz.allow (undefined)",)
+    assert decision.reasons == ("request denied by policy data.docker.authz.allow (undefined): "
+                                "data.docker.authz.allow at authz.rego:7 failed at line 8: "
+                                "not createNetwork",)
 
 
 def test_a_failing_library_test_is_reported(tmp_path):

@@ -110,7 +110,20 @@ class OpaClientTests(PolicyTestCase):
         self.assertEqual(decision.engine, "opa")
         decision = yield engine.decide(AUTHZ, {"Path": "/forbidden"})
         self.assertFalse(decision.allowed)
-        self.assertEqual(decision.message(), "request denied by policy data.docker.authz.allow (false)")
+        # the OPA stand-in traces failures as OPA's explain=fails does: file and row
+        self.assertEqual(decision.message(), "request denied by policy data.docker.authz.allow "
+                         "(false): data.docker.authz.allow at authz.rego:5 failed at line 5")
+
+    @inlineCallbacks
+    def test_denial_without_opa_trace_says_so(self):
+        resource = OpaDataResource(self.policy_dir())
+        resource.explain = False  # an OPA (or a proxy in front) that drops explain=fails
+        engine = self.opa(self.serve_unix(resource))
+        decision = yield engine.decide(AUTHZ, {"Path": "/forbidden"})
+        self.assertEqual(decision.message(), "request denied by policy data.docker.authz.allow "
+                         "(false): the OPA server gave no explanation (its API dropped explain=fails)")
+        explanation = yield engine.explain(AUTHZ, {"Path": "/forbidden"})
+        self.assertEqual(explanation.bodies, ())
 
     @inlineCallbacks
     def test_deny_messages_over_loopback_tcp(self):

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--peer", metavar="UID[:GID]", help="the caller, as SO_PEERCRED would report it")
     e.add_argument("--dockerfile", metavar="FILE", help="also decide data.docker.build on this Dockerfile")
     e.add_argument("-q", "--quiet", action="store_true", help="do not print the input document")
+    e.add_argument("--explain", action="store_true",
+                   help="print the trace of every allow rule body: each statement, and whether it "
+                   "held, failed or was not reached")
 
     r = sub.add_parser("record", help="list or re-decide recorded decisions",
                        description=RECORD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +122,8 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
         out.write(f"recorded: data.{recorded.get('package')}: "
                   f"{'allowed' if recorded.get('allowed') else 'denied'}\n")
     cli_eval.print_verdict(verdict, out)
+    if args.explain:
+        cli_eval.print_explanations(engine, doc, build, out)
     return EXIT_OK if verdict.allowed else EXIT_DENIED
 
 

@@ -13,6 +13,7 @@ import grp
 import json
 import os
 import pwd
+import re
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -104,6 +105,42 @@ def print_verdict(verdict: Verdict, out: TextIO) -> None:
         out.write(f"data.{d.package}: {'allowed' if d.allowed else 'denied'}\n")
         for reason in d.reasons:
             out.write(f"  - {reason}\n")
+
+
+def print_explanations(engine: EmbeddedEngine, doc: dict[str, Any], build: dict[str, Any] | None,
+                       out: TextIO) -> None:
+    """The full trace of each package's ``allow`` rule bodies (``dsfw eval --explain``)."""
+    packages = [(AUTHZ, doc)] + ([(BUILD, {**doc, **build})] if build is not None else [])
+    for package, document in packages:
+        _print_trace(engine, package, "allow", document, out, "", set())
+        origins = engine.deny_origins(document)
+        messages = [m for d in verdict_reasons(engine, package, document) for m in [d] if m in origins]
+        if messages:
+            out.write(f"data.{package}.deny:\n")
+            for message in messages:
+                out.write(f"  {message}\n    made by {' via '.join(origins[message])}\n")
+
+
+def verdict_reasons(engine: EmbeddedEngine, package: str, document: dict[str, Any]) -> tuple[str, ...]:
+    return engine.evaluate(package, document).reasons
+
+
+_LOCAL_RULE = re.compile(r"^(?:not\s+)?([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _print_trace(engine: EmbeddedEngine, package: str, rule: str, document: dict[str, Any],
+                 out: TextIO, indent: str, seen: set[str]) -> None:
+    """A rule's trace; a failed statement that names another rule of the package is traced too."""
+    seen.add(rule)
+    explanation = engine.explanation(package, document, rule)
+    for line in explanation.lines():
+        out.write(f"{indent}{line}\n")
+    for body in explanation.bodies:
+        step = body.failed_step()
+        m = _LOCAL_RULE.match(" ".join(step.text.split())) if step is not None else None
+        if m and m.group(1) not in seen and len(seen) < 8:
+            out.write(f"{indent}    because line {step.line} names {m.group(1)}:\n")
+            _print_trace(engine, package, m.group(1), document, out, indent + "      ", seen)
 
 
 def print_input(doc: dict[str, Any], out: TextIO) -> None:

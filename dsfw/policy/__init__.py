@@ -51,3 +51,8 @@ class PolicyEngine(Protocol):
     def revision(self) -> str:
         """An identifier of the policy set in force (for logs and health)."""
         ...
+
+    def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Any]":
+        """Why ``data.<package>.allow`` is not true for ``input_doc``: a
+        :class:`dsfw.policy.explain.Explanation` (the engine says so when it cannot tell)."""
+        ...

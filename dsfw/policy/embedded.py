@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import AUTHZ, PolicyDecision
+from dsfw.policy.explain import Explanation
 from dsfw.policy.decision_cache import DEFAULT_SIZE, DecisionCache, is_deterministic
 from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
 from dsfw.policy.rego_source import describe_regorus_error
@@ -158,9 +159,35 @@ class EmbeddedEngine:
             raise PolicyEngineError(f"policy input rejected: {describe_regorus_error(e)}") from e
         allow = _rule_value(policy, f"data.{package}.allow")
         deny = _rule_value(policy, f"data.{package}.deny")
-        decision = make_decision(package, allow, deny, self.name, policy.revision)
+        decision = make_decision(
+            package, allow, deny, self.name, policy.revision,
+            why=lambda: policy.explainer.explain(package, "allow", input_json).summary())
         cache.put(package, input_json, decision)
         return decision
+
+    def explanation(self, package: str, input_doc: dict[str, Any], rule: str = "allow") -> Explanation:
+        """The trace of ``data.<package>.<rule>``'s bodies for ``input_doc`` (``dsfw eval --explain``)."""
+        check_package(package)
+        try:
+            input_json = json.dumps(input_doc, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        return self._policy.explainer.explain(package, rule, input_json)
+
+    def deny_origins(self, input_doc: dict[str, Any]) -> dict[str, list[str]]:
+        """Each deny message of any package for ``input_doc``, with the rules (``file:line``) that made it."""
+        try:
+            input_json = json.dumps(input_doc, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        return self._policy.explainer.deny_origins(input_json)
+
+    def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Explanation]":
+        """:meth:`explanation` as a Deferred."""
+        try:
+            return succeed(self.explanation(package, input_doc))
+        except PolicyEngineError as e:
+            return fail(e)
 
     def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
         """:meth:`evaluate` as a Deferred; failures come back as a failing Deferred."""

@@ -24,6 +24,8 @@ from typing import Any
 import regorus
 import yaml
 
+from dsfw.policy.explain import Explainer
+
 from dsfw.policy.rego_source import (
     COMPAT_MODULE,
     COMPAT_PATH,
@@ -60,6 +62,14 @@ class LoadedPolicy:
     data_files: tuple[str, ...]
     # Rule paths regorus said do not exist; filled lazily by the evaluator.
     missing_rules: set[str] = field(default_factory=set)
+    _explainer: Any = None
+
+    @property
+    def explainer(self) -> "Explainer":
+        """Explains this set's denials; its probes compile on first use."""
+        if self._explainer is None:
+            self._explainer = Explainer(self.engine)
+        return self._explainer
 
 
 # A subdirectory holding this file is not loaded with its parent: it is a

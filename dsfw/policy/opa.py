@@ -19,7 +19,9 @@ treq's global one -- and :meth:`OpaEngine.close` closes it.
 """
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,7 @@ from zope.interface import implementer
 
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import PolicyDecision
+from dsfw.policy.explain import FAILED, BodyTrace, Explanation, Step
 from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
 
 log = structlog.get_logger("dsfw.policy")
@@ -140,12 +143,20 @@ class OpaEngine:
     def decide(self, package: str, input_doc: dict[str, Any]) -> "Deferred[PolicyDecision]":
         try:
             check_package(package)
-            body = json.dumps({"input": input_doc}).encode("utf-8")
         except PolicyEngineError as e:
             return fail(e)
+        path = "/v1/data/" + package.replace(".", "/")
+        d = self._post(path, input_doc)
+        d.addCallback(lambda answer: self._judge(package, path, *answer))
+        d.addCallback(self._with_cause, input_doc)
+        return d
+
+    def _post(self, path: str, input_doc: dict[str, Any]) -> Deferred:
+        """POST ``{"input": ...}`` to OPA; fires with (status, body), or fails with PolicyEngineError."""
+        try:
+            body = json.dumps({"input": input_doc}).encode("utf-8")
         except (TypeError, ValueError) as e:
             return fail(PolicyEngineError(f"policy input cannot be encoded: {e}"))
-        path = "/v1/data/" + package.replace(".", "/")
         headers = {b"Content-Type": [b"application/json"]}
         if self._token:
             headers[b"Authorization"] = [b"Bearer " + self._token.encode("utf-8")]
@@ -156,10 +167,33 @@ class OpaEngine:
         d.addCallback(lambda response: response.content().addCallback(
             lambda content: (response.code, content)))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
-        d.addCallbacks(
-            lambda answer: self._judge(package, path, *answer),
-            lambda f: self._failure(path, f),
-        )
+        d.addErrback(lambda f: self._failure(path, f))
+        return d
+
+    def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Explanation]":
+        """Ask OPA for ``data.<package>.allow`` with ``explain=fails``: its failed expressions.
+
+        OPA's Data API traces on request; a server (or proxy) that drops the
+        ``explanation`` field gives an :class:`Explanation` saying so.
+        """
+        try:
+            check_package(package)
+        except PolicyEngineError as e:
+            return fail(e)
+        path = "/v1/data/" + package.replace(".", "/") + "/allow"
+        d = self._post(path + "?explain=fails", input_doc)
+        d.addCallback(lambda answer: opa_explanation(package, *answer))
+        return d
+
+    def _with_cause(self, decision: PolicyDecision, input_doc: dict[str, Any]) -> Any:
+        """A denial without deny messages gets OPA's explanation appended, best effort."""
+        if decision.allowed or not decision.reasons[0].startswith(f"request denied by policy data.{decision.package}.allow"):
+            return decision
+        d = self.explain(decision.package, input_doc)
+
+        def named(explanation: Explanation) -> PolicyDecision:
+            return replace(decision, reasons=(f"{decision.reasons[0]}: {explanation.summary()}",))
+        d.addCallbacks(named, lambda _: decision)
         return d
 
     def _judge(self, package: str, path: str, status: int, content: bytes) -> PolicyDecision:
@@ -198,3 +232,37 @@ class OpaEngine:
         else:
             cause = f"{failure.type.__name__}: {failure.getErrorMessage()}"
         raise PolicyEngineError(f"OPA at {self._url} failed for {path}: {cause}")
+
+
+def opa_explanation(package: str, status: int, content: bytes) -> Explanation:
+    """OPA's ``explain=fails`` answer as an :class:`Explanation`: the failed expressions, by location."""
+    if status >= 300:
+        return Explanation(package, "allow", note=f"OPA answered {status} to the explain request")
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        doc = None
+    events = doc.get("explanation") if isinstance(doc, dict) else None
+    if not isinstance(events, list) or not events:
+        return Explanation(package, "allow",
+                           note="the OPA server gave no explanation (its API dropped explain=fails)")
+    steps = []
+    for event in events:
+        if not isinstance(event, dict) or event.get("op") != "Fail":
+            continue
+        location = event.get("location") or {}
+        file = location.get("file") or "?"
+        row = location.get("row") or 0
+        text = location.get("text")
+        if isinstance(text, str):  # OPA sends the expression's source, base64-encoded
+            try:
+                text = base64.b64decode(text).decode("utf-8", "replace")
+            except ValueError:
+                pass
+        text = text if isinstance(text, str) else ""
+        steps.append(BodyTrace(f"data.{package}.allow", file, row, (Step(text, row, FAILED),)))
+        if len(steps) >= 20:
+            break
+    if not steps:
+        return Explanation(package, "allow", note="OPA traced no failed expression")
+    return Explanation(package, "allow", tuple(steps), "as traced by OPA (explain=fails)")

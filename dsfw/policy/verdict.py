@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import PolicyDecision
@@ -69,11 +69,19 @@ def describe_value(value: Any) -> str:
     return f"non-boolean value {_short(value)}"
 
 
-def make_decision(package: str, allow: Any, deny: Any, engine: str, revision: str = "") -> PolicyDecision:
-    """The decision for one evaluation's ``allow`` and ``deny`` values."""
+def make_decision(package: str, allow: Any, deny: Any, engine: str, revision: str = "",
+                  why: Callable[[], str] | None = None) -> PolicyDecision:
+    """The decision for one evaluation's ``allow`` and ``deny`` values.
+
+    ``why`` is asked only for a denial without deny messages: it names the rule
+    body and the condition that kept ``allow`` from being true (see
+    :mod:`dsfw.policy.explain`), so the message says more than "undefined".
+    """
     reasons = deny_messages(package, deny)
     if allow is True and not reasons:
         return PolicyDecision(True, package, (), engine, revision)
     if not reasons:
-        reasons = (f"request denied by policy data.{package}.allow ({describe_value(allow)})",)
+        reason = f"request denied by policy data.{package}.allow ({describe_value(allow)})"
+        cause = why() if why is not None else ""
+        reasons = (f"{reason}: {cause}" if cause else reason,)
     return PolicyDecision(False, package, reasons, engine, revision)
