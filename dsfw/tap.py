@@ -6,6 +6,7 @@ clock as arguments so tests can use ``MemoryReactorClock``.
 """
 from __future__ import annotations
 
+import re
 import signal
 
 import structlog
@@ -35,10 +36,57 @@ from dsfw.edge.upstream import DockerPool, use_large_reads
 log = structlog.get_logger("dsfw")
 
 
+_OCTAL_MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
+
+
+class _YamlInt(int):
+    """A YAML integer that remembers how it was written (``660`` or ``0660``)."""
+
+    text = ""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, keeping the source text of integers.
+
+    YAML 1.1 reads ``660`` as decimal 660 (0o1224) and ``0660`` as octal 432;
+    only the text tells what an operator wrote, so modes are read from it.
+    """
+
+    def construct_yaml_int(self, node):
+        value = _YamlInt(super().construct_yaml_int(node))
+        value.text = node.value
+        return value
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+
+
 def _octal(value) -> int:
-    mode = int(value, 8) if isinstance(value, str) else int(value)
+    """A permission mode, always read as octal digits: ``660``, ``0660`` and ``0o660`` alike.
+
+    A YAML integer is read from its digits as written (``socket-mode: 660`` is
+    0o660, as with chmod), never as the number YAML made of them.  Anything
+    else that could mean two modes (``0x1b0``, ``6_60``, ``432`` meant as
+    decimal, digits 8 or 9, floats, booleans) is refused rather than guessed at.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise usage.UsageError(f"--socket-mode {value!r} is not an octal mode such as 0660")
+    if isinstance(value, int):
+        text = getattr(value, "text", None)
+        if not text:
+            raise usage.UsageError("--socket-mode must be written as octal digits, e.g. 0660")
+    else:
+        text = value.strip()
+    match = _OCTAL_MODE.match(text)
+    if match is None:
+        raise usage.UsageError(f"--socket-mode {text!r} is not an octal mode such as 0660 "
+                               "(1 to 4 digits 0-7)")
+    mode = int(match.group(1), 8)
     if mode & 0o002:
         raise usage.UsageError("--socket-mode must not make the socket world-writable")
+    if mode & 0o7000:
+        raise usage.UsageError("--socket-mode sets setuid, setgid or sticky bits, which mean "
+                               "nothing on a socket")
     return mode
 
 
@@ -116,7 +164,7 @@ class Options(usage.Options):
     def _apply_config(self, path: str) -> None:
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
+                data = yaml.load(f, Loader=_ConfigLoader) or {}
         except (OSError, yaml.YAMLError) as e:
             raise usage.UsageError(f"cannot read config file {path}: {e}")
         if not isinstance(data, dict):

@@ -85,6 +85,26 @@ class OptionsTests(SynchronousTestCase):
             path = self.config(text)
             self.assertRaises(usage.UsageError, parse, ["--config", path])
 
+    def test_socket_mode_is_octal_however_yaml_types_it(self):
+        # YAML 1.1 makes 660 the decimal 660 (0o1224) and 0660 the octal 432:
+        # dsfw reads the digits as written, as chmod does.
+        for text in ("660", "0660", "'660'", '"0660"', "0o660", "'0o660'"):
+            o = parse(["--config", self.config(f"socket-mode: {text}\n")])
+            self.assertEqual(o["socket-mode"], 0o660, text)
+        self.assertEqual(parse(["--config", self.config("socket-mode: 600\n")])["socket-mode"],
+                         0o600)
+        self.assertEqual(parse(["--socket-mode", "640"])["socket-mode"], 0o640)
+
+    def test_socket_mode_refuses_what_could_mean_two_modes(self):
+        for text in ("432", "0x1b0", "6_60", "660.0", "true", "1e3", "'rw-rw----'", "-660",
+                     "06600", "4660", "'0662'", "0666", "[660]"):
+            path = self.config(f"socket-mode: {text}\n")
+            with self.assertRaises(usage.UsageError, msg=text) as ctx:
+                parse(["--config", path])
+            self.assertIn("socket-mode", str(ctx.exception), text)
+        for cli in ("0x1b0", "999", "0777"):
+            self.assertRaises(usage.UsageError, parse, ["--socket-mode", cli])
+
     def test_null_value_refused(self):
         path = self.config("max-json-body:\n")
         self.assertRaises(usage.UsageError, parse, ["--config", path])
