@@ -190,6 +190,24 @@ class OpaClientTests(PolicyTestCase):
         yield self.assert_fails(engine, "OPA answered 500", "kaputt")
 
     @inlineCallbacks
+    def test_redirect_is_reported_as_a_redirect_and_not_followed(self):
+        target = OpaDataResource(self.policy_dir())
+        target_url = self.serve_tcp(target)
+
+        class Redirect(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setResponseCode(307)
+                request.setHeader(b"location", (target_url + "/v1/data/docker/authz").encode())
+                return b""
+        engine = self.opa(self.serve_unix(Redirect()))
+        error = yield self.assert_fails(engine, "OPA answered 307", "redirect to " + target_url,
+                                        "does not follow redirects")
+        self.assertNotIn("connection lost", error.message)
+        self.assertEqual(target.requests, [])  # the input never went to the other address
+
+    @inlineCallbacks
     def test_malformed_json(self):
         engine = self.opa(self.serve_unix(Fixed(200, b'{"result": tru')))
         yield self.assert_fails(engine, "malformed JSON")

@@ -8,8 +8,9 @@ straddle a bundle update.) The answer is judged by :mod:`dsfw.policy.verdict`
 like the embedded engine's: ``{"result": {"allow": true}}`` allows.
 
 Every failure fails closed with :class:`PolicyEngineError` naming the cause:
-no answer within ``timeout`` seconds, connection refused, an HTTP error (OPA's
-``{"code": ..., "message": ...}`` is quoted), an answer that is not JSON or
+no answer within ``timeout`` seconds, connection refused, a redirect (never
+followed: the input would go to an address nobody configured), an HTTP error
+(OPA's ``{"code": ..., "message": ...}`` is quoted), an answer that is not JSON or
 not an object, and an undefined document (no ``"result"`` key: no policy at
 that path).
 
@@ -161,11 +162,14 @@ class OpaEngine:
         if self._token:
             headers[b"Authorization"] = [b"Bearer " + self._token.encode("utf-8")]
         try:
-            d = self._client.post(self._base + path, data=body, headers=headers)
+            # Never follow a redirect: it would send the input (credentials included)
+            # to an address the operator did not configure; say so instead.
+            d = self._client.post(self._base + path, data=body, headers=headers,
+                                  allow_redirects=False)
         except Exception as e:  # a Deferred-returning function never raises
             return fail(PolicyEngineError(f"OPA at {self._url}: request not sent: {e!r}"))
         d.addCallback(lambda response: response.content().addCallback(
-            lambda content: (response.code, content)))
+            lambda content: (response.code, content, response.headers)))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
         d.addErrback(lambda f: self._failure(path, f))
         return d
@@ -196,7 +200,14 @@ class OpaEngine:
         d.addCallbacks(named, lambda _: decision)
         return d
 
-    def _judge(self, package: str, path: str, status: int, content: bytes) -> PolicyDecision:
+    def _judge(self, package: str, path: str, status: int, content: bytes,
+               headers: Any = None) -> PolicyDecision:
+        if 300 <= status < 400:
+            location = (headers.getRawHeaders(b"location") or [b""])[0] if headers else b""
+            where = location[:_MAX_ERROR_TEXT].decode("utf-8", "replace") or "no Location"
+            raise PolicyEngineError(
+                f"OPA answered {status} (a redirect to {where}) for {path}; dsfw does not "
+                "follow redirects with policy input: set --opa-url to the address that answers")
         if status >= 300:
             raise PolicyEngineError(f"OPA answered {status} for {path}: {_opa_error_text(content)}")
         try:
