@@ -13,7 +13,8 @@ from hypothesis import given, strategies as st
 
 from dsfw.input import types as T
 from dsfw.input.body import canonicalize_body, check_content_type, parse_json_body
-from dsfw.input.schema import body_schema, version_less
+from dsfw import routes
+from dsfw.input.schema import version_less
 from dsfw.errors import BadRequest, PayloadTooLarge
 
 
@@ -167,7 +168,7 @@ def test_legacy_start_body_is_a_host_config_below_1_24():
     # from 1.24 dockerd refuses any such body: it is only parsed strictly
     assert canonicalize_body("POST", "/containers/abc/start", "1.24", b'{"binds":[]}')[0] == {
         "binds": []}
-    assert body_schema("POST", "/containers/abc/start", None) is None
+    assert routes.match("POST", "/containers/abc/start").json_schema(None) is None
 
 
 def test_other_schemas():

@@ -31,8 +31,6 @@ from dsfw.input.request import CanonicalRequest
 
 log = structlog.get_logger("dsfw")
 
-BUILDKIT_ENDPOINTS = frozenset({"/session", "/grpc"})
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -114,7 +112,7 @@ class BuildGate:
 
     def check_buildkit_endpoint(self, req: CanonicalRequest, bound) -> None:
         """``/session`` and ``/grpc`` only serve BuildKit builds dsfw cannot read."""
-        if req.target.plain_path in BUILDKIT_ENDPOINTS:
+        if req.route.endpoint.buildkit:
             _uninspected(self._options.allow_buildkit, "BuildKit session", _BUILDKIT_REFUSED, bound)
 
     async def prepare(self, req: CanonicalRequest, content: BinaryIO | None, bound) -> PreparedBuild:

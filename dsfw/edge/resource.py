@@ -18,8 +18,6 @@ from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from dsfw.ops import admin
-
 from dsfw import routes
 from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
                          ShuttingDown, error_body, error_response)
@@ -126,14 +124,14 @@ class FirewallResource(Resource):
                 # the original firewall's first line; the target as canonicalized and redacted
                 bound.debug("request.received", target=redact_input(
                     {"Path": req.target.policy_path(), "Query": req.target.query_dict()})["Path"])
-            if req.target.plain_path.startswith(admin.PREFIX):
+            if req.route.admin:
                 await self._answer_admin(request, req)
                 return
             stream = request.content if req.stream_body else None
             length = _body_size(stream) if stream is not None else None
             build_fields = None
             self._build_gate.check_buildkit_endpoint(req, bound)
-            if routes.is_build(req.method, req.target.plain_path):
+            if req.route.body == routes.BUILD:
                 prepared = await self._build_gate.prepare(req, stream, bound)
                 req, build_fields = prepared.request, prepared.fields
                 stream = context = prepared.context
@@ -145,8 +143,8 @@ class FirewallResource(Resource):
             await self._decide(bound, AUTHZ, doc, started)
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
-            self.metrics.count("allowed", req.method, req.target.plain_path)
-            may_hijack = routes.may_hijack(req.method, req.target.plain_path)
+            self.metrics.count("allowed", req.method, req.route)
+            may_hijack = req.route.hijack
             if may_hijack:
                 hijack_token = self.inflight.begin(self._abort_request(request))
             result = await self._relay.forward(
@@ -187,12 +185,12 @@ class FirewallResource(Resource):
         if req is None:
             self.metrics.count(outcome)
         else:
-            self.metrics.count(outcome, req.method, req.target.plain_path)
+            self.metrics.count(outcome, req.method, req.route)
 
     async def _answer_admin(self, request, req: CanonicalRequest) -> None:
         if self._admin is None:
             raise NotFound("dsfw endpoints are not enabled")
-        status, content_type, body = await self._admin.answer(req.method, req.target.plain_path)
+        status, content_type, body = await self._admin.answer(req.method, req.route)
         _write_answer(request, status, content_type, body)
 
     def canonicalize(self, request) -> CanonicalRequest:

@@ -13,7 +13,8 @@ import json
 import math
 from typing import Any
 
-from dsfw.input.schema import body_schema, canonical_document
+from dsfw import routes
+from dsfw.input.schema import canonical_document
 from dsfw.errors import BadRequest, PayloadTooLarge
 
 # Docker's deepest request shape (create: Mounts → VolumeOptions → DriverConfig →
@@ -123,13 +124,23 @@ def canonicalize_body(method: str, plain_path: str, version: str | None, raw: by
                       max_depth: int = DEFAULT_MAX_DEPTH,
                       max_bytes: int = DEFAULT_MAX_BODY_BYTES,
                       content_type: str | None = None) -> tuple[Any, bytes | None]:
+    """:func:`canonical_json_body` for a request given by its parts (the route is matched here)."""
+    check_content_type(content_type)
+    route = routes.match(method, plain_path, version is not None)
+    return canonical_json_body(route.json_schema(version), version, raw, max_depth, max_bytes,
+                               what=f"{method} {plain_path}")
+
+
+def canonical_json_body(schema: Any, version: str | None, raw: bytes,
+                        max_depth: int = DEFAULT_MAX_DEPTH,
+                        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                        what: str = "this request") -> tuple[Any, bytes | None]:
     """The body the policy sees and the bytes dsfw forwards for it.
 
     An empty body stays empty (``(None, None)``).  Anything else must be one
-    unambiguous JSON value; for endpoints with a known Docker schema it is
+    unambiguous JSON value; with a Docker ``schema`` (the route's) it is
     rewritten into the shape dockerd decodes (see :mod:`dsfw.input.schema`).
     """
-    check_content_type(content_type)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes")
     if not raw.strip():
@@ -137,8 +148,8 @@ def canonicalize_body(method: str, plain_path: str, version: str | None, raw: by
             raise BadRequest("request body is only whitespace")
         return None, None
     value = parse_json_body(raw, max_depth)
-    if body_schema(method, plain_path, version) is not None:
+    if schema is not None:
         if value is None:
-            raise BadRequest(f"{method} {plain_path} expects a JSON document, not null")
-        value = canonical_document(method, plain_path, version, value)
+            raise BadRequest(f"{what} expects a JSON document, not null")
+        value = canonical_document(schema, version, value)
     return value, serialize_json_body(value)

@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from typing import Any, Callable
 
-from dsfw.input.schema import body_schema
-from dsfw.input.types import EXEC_CONFIG, SERVICE_SPEC
+from dsfw import routes
 
-_CONTAINER_BODY = ("container", "start")
-_VOLUME_CREATE = re.compile(r"^/volumes/create$")
 _LOCAL_DRIVERS = ("", "local")
 
 
@@ -97,36 +93,44 @@ def _caps(value: Any) -> list[str]:
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """``BindMounts``, ``CapAdd``, ``CapDrop`` and ``Privileged`` for one request.
 
-    ``req`` is a :class:`dsfw.input.request.CanonicalRequest`.  The facts are always
-    present (empty or false when the request has none), so policies can
-    iterate them without guarding against undefined or null.
+    ``req`` is a :class:`dsfw.input.request.CanonicalRequest`; its route says
+    which facts its body gives.  The facts are always present (empty or false
+    when the request has none), so policies can iterate them without guarding
+    against undefined or null.
     """
-    return facts_for(req.method, req.target.plain_path, req.target.version, req.body, resolve)
+    return route_facts(req.route, req.target.version, req.body, resolve)
 
 
 def facts_for(method: str, plain_path: str, version: str | None, body: Any,
               resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """:func:`derived_facts` from the request's parts."""
+    return route_facts(routes.match(method, plain_path, version is not None), version, body,
+                       resolve)
+
+
+def route_facts(route: routes.Route, version: str | None, body: Any,
+                resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
+    """The facts ``body`` gives on ``route`` at API ``version``."""
     facts: dict[str, Any] = {"BindMounts": [], "CapAdd": [], "CapDrop": [], "Privileged": False}
-    if not isinstance(body, dict):
+    kind = route.facts
+    if kind is None or not isinstance(body, dict) or route.json_schema(version) is None:
         return facts
-    schema = body_schema(method, plain_path, version)
-    if schema in _CONTAINER_BODY:
+    if kind == routes.CONTAINER_FACTS:
         hc = body.get("HostConfig")
         if isinstance(hc, dict):
             facts["BindMounts"] = bind_sources(hc, resolve)
             facts["CapAdd"] = _caps(hc.get("CapAdd"))
             facts["CapDrop"] = _caps(hc.get("CapDrop"))
             facts["Privileged"] = hc.get("Privileged") is True
-    elif schema is SERVICE_SPEC:
+    elif kind == routes.SERVICE_FACTS:
         spec = (body.get("TaskTemplate") or {}).get("ContainerSpec")
         if isinstance(spec, dict):
             facts["BindMounts"] = bind_sources(spec, resolve)
             facts["CapAdd"] = _caps(spec.get("CapabilityAdd"))
             facts["CapDrop"] = _caps(spec.get("CapabilityDrop"))
-    elif schema is EXEC_CONFIG:
+    elif kind == routes.EXEC_FACTS:
         facts["Privileged"] = body.get("Privileged") is True
-    elif method == "POST" and _VOLUME_CREATE.match(plain_path):
+    elif kind == routes.VOLUME_FACTS:
         out: list[str] = []
         _add(out, _local_device(body.get("Driver"), body.get("DriverOpts")), resolve)
         facts["BindMounts"] = out

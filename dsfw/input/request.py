@@ -9,11 +9,11 @@ policies keep working, and adds parsed fields they would otherwise rebuild.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from dsfw import routes
-from dsfw.input.body import canonicalize_body, check_content_type
+from dsfw.input.body import canonical_json_body, check_content_type
 from dsfw.input.path import CanonicalTarget, canonical_target
 from dsfw.errors import BadRequest
 
@@ -56,7 +56,8 @@ class CanonicalRequest:
     ``body`` is the parsed JSON body or None; ``json_body`` its serialization
     by dsfw (what is forwarded), or None when the body is an opaque stream
     (``stream_body``) or absent.  ``upgrade`` names the protocol of a hijack the
-    client asked for (``tcp`` or ``h2c``).
+    client asked for (``tcp`` or ``h2c``).  ``route`` is the endpoint dockerd
+    will run, matched once (from method and target when not given).
     """
 
     method: str
@@ -64,8 +65,18 @@ class CanonicalRequest:
     headers: tuple[tuple[str, str], ...]
     body: Any = None
     json_body: bytes | None = None
-    stream_body: bool = False
     upgrade: str | None = None
+    route: routes.Route = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.route is None:
+            object.__setattr__(self, "route", routes.match(
+                self.method, self.target.plain_path, self.target.version is not None))
+
+    @property
+    def stream_body(self) -> bool:
+        """True when dockerd reads the body as a stream (archive, image, build context)."""
+        return self.route.body in (routes.STREAM, routes.BUILD)
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -82,7 +93,8 @@ def canonical_request(method: str, raw_target: bytes,
     ``read_body`` is only called for endpoints whose body dockerd may decode as
     JSON: the parsed body becomes what the policy sees and dsfw's own
     serialization what dockerd receives (so its Content-Type is JSON).
-    Opaque stream bodies (build contexts, archives) are left to the caller.
+    Opaque stream bodies (build contexts, archives) are left to the caller;
+    a body sent to an endpoint that never reads one is neither shown nor forwarded.
     """
     if not method.isalpha() or not method.isupper():
         raise BadRequest(f"unsupported request method {method!r}")
@@ -92,16 +104,18 @@ def canonical_request(method: str, raw_target: bytes,
         if name == "Content-Type":
             for part in value.split(","):
                 check_content_type(part)  # form bodies would smuggle query parameters
-    if upgrade and not routes.may_hijack(method, target.plain_path):
+    route = routes.match(method, target.plain_path, target.version is not None)
+    if upgrade and not route.hijack:
         raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
-    if routes.has_stream_body(method, target.plain_path):
-        return CanonicalRequest(method, target, headers, stream_body=True, upgrade=upgrade)
-    body, json_body = canonicalize_body(method, target.plain_path, target.version, read_body())
+    if route.body != routes.JSON:
+        return CanonicalRequest(method, target, headers, upgrade=upgrade, route=route)
+    body, json_body = canonical_json_body(route.json_schema(target.version), target.version,
+                                          read_body(), what=f"{method} {target.plain_path}")
     if json_body is not None:
         headers = tuple(sorted([(k, v) for k, v in headers if k != "Content-Type"]
                                + [("Content-Type", "application/json")]))
     return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
-                            upgrade=upgrade)
+                            upgrade=upgrade, route=route)
 
 
 def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,

@@ -25,7 +25,6 @@ The result is what dsfw forwards, so the policy's view and dockerd's are one.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from dsfw.input import types as T
@@ -188,41 +187,8 @@ def canonical_start_body(value: Any, version: str | None) -> dict[str, Any]:
     return {"HostConfig": full["HostConfig"]} if "HostConfig" in full else {}
 
 
-_NAME = r"(?:.+)"  # moby's routes use {name:.*}: container names may hold slashes
-
-# (method, version-less path, schema, only below this API version)
-_ENDPOINTS: list[tuple[str, re.Pattern[str], Any, str | None]] = [
-    ("POST", re.compile(r"^/containers/create$"), "container", None),
-    ("POST", re.compile(r"^/commit$"), "container", None),
-    ("POST", re.compile(rf"^/containers/{_NAME}/start$"), "start", "1.24"),
-    ("POST", re.compile(rf"^/containers/{_NAME}/update$"), T.UPDATE_CONFIG, None),
-    ("POST", re.compile(rf"^/containers/{_NAME}/exec$"), T.EXEC_CONFIG, None),
-    ("POST", re.compile(rf"^/exec/{_NAME}/start$"), T.EXEC_START_CHECK, None),
-    ("POST", re.compile(r"^/networks/create$"), T.NETWORK_CREATE_REQUEST, None),
-    ("POST", re.compile(rf"^/networks/{_NAME}/connect$"), T.NETWORK_CONNECT, None),
-    ("POST", re.compile(rf"^/networks/{_NAME}/disconnect$"), T.NETWORK_DISCONNECT, None),
-    ("POST", re.compile(r"^/volumes/create$"), T.VOLUME_CREATE_BODY, None),
-    ("POST", re.compile(r"^/services/create$"), T.SERVICE_SPEC, None),
-    ("POST", re.compile(rf"^/services/{_NAME}/update$"), T.SERVICE_SPEC, None),
-    ("POST", re.compile(r"^/plugins/pull$"), T.PLUGIN_PRIVILEGES, None),
-    ("POST", re.compile(rf"^/plugins/{_NAME}/upgrade$"), T.PLUGIN_PRIVILEGES, None),
-    ("POST", re.compile(rf"^/plugins/{_NAME}/set$"), T.STRS, None),
-]
-
-
-def body_schema(method: str, plain_path: str, version: str | None) -> Any:
-    """The schema dsfw rewrites this request's body with, or None (kept as parsed)."""
-    for m, rx, schema, below in _ENDPOINTS:
-        if m == method and rx.match(plain_path):
-            if below is not None and not version_less(version, below):
-                return None
-            return schema
-    return None
-
-
-def canonical_document(method: str, plain_path: str, version: str | None, value: Any) -> Any:
-    """The body as dockerd will decode it, for endpoints with a known schema."""
-    schema = body_schema(method, plain_path, version)
+def canonical_document(schema: Any, version: str | None, value: Any) -> Any:
+    """The body as dockerd will decode it into ``schema`` (a route's, see :mod:`dsfw.routes`)."""
     if schema is None:
         return value
     if schema == "container":

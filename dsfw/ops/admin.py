@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from dsfw.errors import NotFound, UpstreamUnavailable
+from dsfw.routes import Route
 from dsfw.ops.metrics import Metrics
 from dsfw.edge.upstream import DockerPool, ResponseHead
 
-PREFIX = "/_dsfw/"
 HEALTH_TIMEOUT = 2.0
 
 
@@ -69,12 +69,11 @@ class AdminEndpoints:
         self._metrics = metrics
         self._clock = clock
 
-    async def answer(self, method: str, plain_path: str) -> tuple[int, bytes, bytes]:
-        name = plain_path[len(PREFIX):]
-        if method not in ("GET", "HEAD") or name not in ("health", "metrics"):
-            raise NotFound(f"no such dsfw endpoint: {method} {plain_path}")
-        if name == "metrics":
+    async def answer(self, method: str, route: Route) -> tuple[int, bytes, bytes]:
+        if route.template == "/_dsfw/metrics":
             return 200, b"text/plain; version=0.0.4", self._metrics.render()
+        if route.template != "/_dsfw/health":
+            raise NotFound(f"no such dsfw endpoint: {method} /_dsfw/{route.param('name')}")
         try:
             status = await ping_dockerd(self._pool, self._clock)
             dockerd = {"reachable": status == 200, "status": status}
