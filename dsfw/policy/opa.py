@@ -153,7 +153,7 @@ class OpaEngine:
         return d
 
     def _post(self, path: str, input_doc: dict[str, Any]) -> Deferred:
-        """POST ``{"input": ...}`` to OPA; fires with (status, body), or fails with PolicyEngineError."""
+        """POST ``{"input": ...}`` to OPA; fires with (status, body, headers), or fails with PolicyEngineError."""
         try:
             body = json.dumps({"input": input_doc}).encode("utf-8")
         except (TypeError, ValueError) as e:
@@ -186,7 +186,7 @@ class OpaEngine:
             return fail(e)
         path = "/v1/data/" + package.replace(".", "/") + "/allow"
         d = self._post(path + "?explain=fails", input_doc)
-        d.addCallback(lambda answer: opa_explanation(package, *answer))
+        d.addCallback(lambda answer: opa_explanation(package, answer[0], answer[1]))
         return d
 
     def _with_cause(self, decision: PolicyDecision, input_doc: dict[str, Any]) -> Any:
