@@ -65,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="print the trace of every allow rule body: each statement, and whether it "
                    "held, failed or was not reached")
 
+    lr = sub.add_parser("learn", help="generate a least-privilege policy from recordings",
+                        description="Write a policy directory that allows exactly what a dsfw "
+                        "--record-dir recorded (routes per caller, values narrowed through the "
+                        "policy library), with a Rego test per recorded request; then decide every "
+                        "recording with it. Exit 0 when all are allowed, 1 when some are still "
+                        "refused, 2 on error.")
+    lr.add_argument("directory", help="the daemon's --record-dir")
+    lr.add_argument("--output", "-o", required=True, help="the new policy directory (must not exist or be empty)")
+    lr.add_argument("--library", help="the policy library to configure (default: policies/library "
+                    "of this checkout)")
+
     r = sub.add_parser("record", help="list or re-decide recorded decisions",
                        description=RECORD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("directory", help="the daemon's --record-dir")
@@ -127,6 +138,15 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if verdict.allowed else EXIT_DENIED
 
 
+def _learn(args, out: TextIO, err: TextIO) -> int:
+    from dsfw.cli import learn
+    try:
+        return learn.run(args.directory, args.output, args.library, out)
+    except learn.LearnError as e:
+        err.write(f"dsfw learn: {e}\n")
+        return EXIT_ERROR
+
+
 def _record(args, out: TextIO, err: TextIO) -> int:
     import os
     from dsfw.cli import eval as cli_eval
@@ -159,7 +179,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return int(e.code or 0)
     from dsfw.policy.loader import PolicyLoadError
     try:
-        return {"test": _test, "eval": _eval, "record": _record}[args.command](args, out, err)
+        return {"test": _test, "eval": _eval, "learn": _learn,
+                "record": _record}[args.command](args, out, err)
     except (PolicyLoadError, DsfwError, ValueError, OSError) as e:
         # ValueError covers cli_eval.InputError and dsfw's BadRequest-like refusals
         message = e.client_message() if isinstance(e, DsfwError) else str(e)

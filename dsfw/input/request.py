@@ -134,6 +134,7 @@ def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
         "Headers": dict(req.headers),
         "Body": req.body,
         "PathPlain": req.target.plain_path,
+        "Route": req.route.template,
         "Version": req.target.version,
         "Query": req.target.query_dict(),
     }

@@ -174,6 +174,24 @@ class EmbeddedEngine:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         return self._policy.explainer.explain(package, rule, input_json)
 
+    def rule_value(self, rule: str, input_doc: dict[str, Any]) -> Any:
+        """The value of any rule (``data.pkg.name``) for ``input_doc``; None when undefined.
+
+        For tools (``dsfw learn`` asks the library which image references it checks).
+        """
+        try:
+            self._policy.engine.set_input_json(json.dumps(input_doc, sort_keys=True))
+        except (TypeError, ValueError) as e:
+            raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        try:  # as JSON: a set of arrays has no Python equivalent
+            text = self._policy.engine.eval_rule_as_json(rule)
+        except Exception as e:
+            if _NO_RULE in str(e).split("\n", 1)[0]:
+                return None
+            raise PolicyEngineError(f"evaluation of {rule} failed: {describe_regorus_error(e)}") from e
+        value = json.loads(text) if text else None
+        return value if value != "undefined" else None
+
     def deny_origins(self, input_doc: dict[str, Any]) -> dict[str, list[str]]:
         """Each deny message of any package for ``input_doc``, with the rules (``file:line``) that made it."""
         try:
