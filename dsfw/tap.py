@@ -32,6 +32,10 @@ from dsfw.ops.recorder import InputRecorder
 from dsfw.edge.relay import Relay
 from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
 from dsfw.edge.upstream import DockerPool, use_large_reads
+from dsfw.scope.cache import TargetCache
+from dsfw.scope.events import EventWatcher
+from dsfw.scope.scoping import Scope
+from dsfw.scope.target import TargetResolver
 
 log = structlog.get_logger("dsfw")
 
@@ -139,6 +143,9 @@ class Options(usage.Options):
         ["record-dir", None, None,
          "Write each policy decision (input with credentials hidden, decision, reasons) "
          "as a JSON file into this directory, for `dsfw eval --input` and `dsfw record`."],
+        ["target-cache-size", None, 8 << 20,
+         "Bytes of resolved objects (input.Target) to remember while dockerd's "
+         "event stream is connected.", _positive(int)],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
@@ -312,13 +319,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
         allow_buildkit=bool(options["allow-buildkit"]),
         allow_remote_context=bool(options["allow-remote-context"]), limits=limits))
     metrics = Metrics()
+    cache = TargetCache(options["target-cache-size"])
+    watcher = EventWatcher(pool, reactor, cache)
+    scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted))
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
         verbose=bool(options["verbose"]),
         recorder=InputRecorder(options["record-dir"], reactor.seconds)
         if options["record-dir"] else None,
-        admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor))
+        admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor), scope=scope)
     site = make_site(resource, reactor)
     site.displayTracebacks = False
     site.noisy = False
@@ -328,6 +338,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     ProtectedSocketService(reactor, options["host"], site, mode=options["socket-mode"],
                            group=options["socket-group"]).setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
+    watcher.setServiceParent(top)
     if isinstance(engine, EmbeddedEngine):
         PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
     reload = getattr(engine, "reload", None)

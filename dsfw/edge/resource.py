@@ -76,7 +76,8 @@ class FirewallResource(Resource):
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
-                 metrics: Metrics | None = None, verbose: bool = True, recorder=None):
+                 metrics: Metrics | None = None, verbose: bool = True, recorder=None,
+                 scope=None):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -86,6 +87,7 @@ class FirewallResource(Resource):
         self._dry_run = dry_run
         self._verbose = verbose  # skip building debug-only log fields when they are dropped
         self._recorder = recorder
+        self._scope = scope  # dsfw.scope.Scope: input.Target and filtered answers
         self._ids = itertools.count(1)
         self._admin = admin_endpoints
         self.metrics = metrics if metrics is not None else Metrics()
@@ -139,7 +141,12 @@ class FirewallResource(Resource):
             peer = self._peer_of(request.channel)
             if peer is not None:
                 bound = bound.bind(peer_uid=peer.get("Uid"), peer_user=peer.get("User"))
-            doc = input_document(req, peer=peer)
+            extra, forward = None, req
+            if self._scope is not None:
+                # the policy sees the path as written and the object's identity;
+                # dockerd gets the same object by its ID
+                forward, extra = await self._scope.target_of(req)
+            doc = input_document(req, peer=peer, extra=extra)
             await self._decide(bound, AUTHZ, doc, started)
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
@@ -148,7 +155,7 @@ class FirewallResource(Resource):
             if may_hijack:
                 hijack_token = self.inflight.begin(self._abort_request(request))
             result = await self._relay.forward(
-                request, req, req.json_body, stream, length, may_hijack,
+                request, forward, forward.json_body, stream, length, may_hijack,
                 on_hijack_close=lambda: self.inflight.end(hijack_token))
             if result != "hijacked" and hijack_token is not None:
                 self.inflight.end(hijack_token)

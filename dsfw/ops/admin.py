@@ -8,56 +8,19 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
-from dsfw.errors import NotFound, UpstreamUnavailable
+from dsfw.errors import NotFound
 from dsfw.routes import Route
 from dsfw.ops.metrics import Metrics
-from dsfw.edge.upstream import DockerPool, ResponseHead
+from dsfw.edge.upstream import DockerPool
+from dsfw.scope import dockerapi
 
 HEALTH_TIMEOUT = 2.0
 
 
-class _StatusSink:
-    """Collects only the status of a response (the ping body is ``OK``)."""
-
-    def __init__(self, done: Deferred):
-        self._done = done
-        self._status = None
-
-    def head_received(self, head: ResponseHead) -> None:
-        self._status = head.status
-
-    def body_received(self, data: bytes) -> None:
-        pass
-
-    def body_finished(self) -> None:
-        if not self._done.called:
-            self._done.callback(self._status)
-
-    def hijacked(self, head, connection, leftover) -> None:
-        connection.transport.abortConnection()
-        self.failed(Failure(UpstreamUnavailable("dockerd hijacked a ping")))
-
-    def failed(self, reason: Failure) -> None:
-        if not self._done.called:
-            self._done.errback(reason)
-
-
 async def ping_dockerd(pool: DockerPool, clock, timeout: float = HEALTH_TIMEOUT) -> int:
     """The status dockerd gives ``GET /_ping``; raises if it is unreachable."""
-    conn = await pool.acquire()
-    done: Deferred = Deferred()
-    conn.send(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n", None, _StatusSink(done))
-
-    def timed_out(result, _timeout):
-        if conn.transport is not None:
-            conn.transport.abortConnection()
-        raise UpstreamUnavailable(f"dockerd did not answer /_ping within {timeout} s")
-
-    done.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
-    return await done
+    status, _ = await dockerapi.get(pool, clock, b"/_ping", timeout=timeout, max_bytes=4096)
+    return status
 
 
 class AdminEndpoints:

@@ -1,0 +1,269 @@
+"""input.Target: which object a path names, the cache, the resolver, the forwarded ID."""
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from dsfw import routes
+from dsfw.scope.cache import MISS, TargetCache
+from dsfw.scope.named import named_object
+from dsfw.scope.scoping import Scope
+from dsfw.scope.target import TargetLookupFailed, TargetResolver, identity
+
+from test_relay import FakeDockerd, FakeEngine, client, firewall
+
+CID = "c" * 64
+OTHER = "d" * 64
+
+
+def http_json(status: int, doc) -> bytes:
+    body = json.dumps(doc).encode()
+    return b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+        status, len(body)) + body
+
+
+def container_answer(cid=CID, name="web", labels=None):
+    return {"Id": cid, "Name": "/" + name, "Image": "sha256:" + "e" * 64,
+            "Config": {"Image": "busybox", "Labels": labels or {}},
+            "HostConfig": {"Binds": ["/srv:/srv"], "Privileged": False}}
+
+
+def named(method, path):
+    return named_object(method, routes.match(method, path))
+
+
+class NamedObjectTests(SynchronousTestCase):
+    def test_object_routes(self):
+        cases = {
+            ("GET", "/containers/web/json"): ("container", "web", True),
+            ("POST", "/containers/web/exec"): ("container", "web", True),
+            ("DELETE", "/containers/web"): ("container", "web", True),
+            ("DELETE", "/containers/json"): ("container", "json", True),  # a container named json
+            ("POST", "/exec/abc/start"): ("exec", "abc", True),
+            ("GET", "/images/registry.example.com/a/b:1/json"): ("image", "registry.example.com/a/b:1", True),
+            ("DELETE", "/images/busybox:latest"): ("image", "busybox:latest", False),
+            ("POST", "/images/busybox/push"): ("image", "busybox", False),
+            ("GET", "/volumes/create"): ("volume", "create", True),  # GET reads a volume named create
+            ("POST", "/networks/n1/connect"): ("network", "n1", True),
+            ("POST", "/services/s1/update"): ("service", "s1", True),
+            ("GET", "/plugins/vieux/sshfs:latest/json"): ("plugin", "vieux/sshfs:latest", True),
+            ("DELETE", "/containers/web/checkpoints/cp1"): ("container", "web", True),
+        }
+        for (method, path), want in cases.items():
+            found = named(method, path)
+            self.assertEqual((found.kind, found.ref, found.rewrite), want, (method, path))
+
+    def test_collections_name_nothing(self):
+        for method, path in [("GET", "/containers/json"), ("POST", "/containers/create"),
+                             ("POST", "/containers/prune"), ("GET", "/images/json"),
+                             ("POST", "/volumes/create"), ("GET", "/volumes"),
+                             ("POST", "/networks/create"), ("GET", "/plugins/privileges"),
+                             ("GET", "/events"), ("POST", "/build"), ("GET", "/images/get"),
+                             ("GET", "/distribution/busybox/json"), ("GET", "/nothing/here")]:
+            self.assertIsNone(named(method, path), (method, path))
+
+    def test_path_with_id(self):
+        self.assertEqual(named("GET", "/images/busybox/json").path_with("sha256:ab"),
+                         "/images/sha256:ab/json")
+        self.assertEqual(named("DELETE", "/containers/web/checkpoints/cp1").path_with(CID),
+                         f"/containers/{CID}/checkpoints/cp1")
+
+
+class CacheTests(SynchronousTestCase):
+    def target(self, ident, **extra):
+        return {"Kind": "container", "ID": ident, "Name": "n", "Labels": {}, **extra}
+
+    def test_bounded_in_bytes(self):
+        cache = TargetCache(max_bytes=4000)
+        for i in range(100):
+            cache.put("container", f"n{i}", self.target(f"{i:064d}"), cache.generation)
+        self.assertLessEqual(cache.size, 4000)
+        self.assertGreater(len(cache), 0)
+        self.assertIs(cache.get("container", "n0"), MISS)  # least recently used went first
+        self.assertIsNot(cache.get("container", "n99"), MISS)
+
+    def test_event_forgets_objects_containing_the_id(self):
+        cache = TargetCache()
+        cache.put("container", "web", self.target(CID), 0)
+        cache.put("exec", "e1", {"Kind": "exec", "ID": "e1", "Container": self.target(CID)}, 0)
+        cache.put("container", "other", self.target(OTHER), 0)
+        cache.event("container", "die", CID)
+        self.assertIs(cache.get("container", "web"), MISS)
+        self.assertIs(cache.get("exec", "e1"), MISS)
+        self.assertIsNot(cache.get("container", "other"), MISS)
+
+    def test_name_moving_events_forget_the_kind(self):
+        cache = TargetCache()
+        cache.put("container", "cc", self.target(CID), 0)  # an ID prefix
+        cache.put("volume", "v", {"Kind": "volume", "ID": "v"}, 0)
+        cache.event("container", "create", OTHER)  # a new container may be named "cc"
+        self.assertIs(cache.get("container", "cc"), MISS)
+        self.assertIsNot(cache.get("volume", "v"), MISS)
+
+    def test_answer_older_than_an_event_is_not_stored(self):
+        cache = TargetCache()
+        generation = cache.generation
+        cache.event("container", "rename", CID)
+        cache.put("container", "web", self.target(CID), generation)
+        self.assertIs(cache.get("container", "web"), MISS)
+
+
+class IdentityTests(SynchronousTestCase):
+    def test_container(self):
+        doc = identity("container", container_answer(
+            labels={"dsfw.owner.uid": "1000", "dsfw.owner.user": "alice", "x": "y"}))
+        self.assertEqual(doc["Kind"], "container")
+        self.assertEqual(doc["Name"], "web")
+        self.assertEqual(doc["Image"], "busybox")
+        self.assertEqual(doc["Owner"], {"Uid": 1000, "User": "alice"})
+        self.assertEqual(doc["HostConfig"]["Binds"], ["/srv:/srv"])
+
+    def test_swarm_kinds_read_the_spec(self):
+        doc = identity("service", {"ID": "s1", "Spec": {"Name": "api", "Labels": {"a": "b"}}})
+        self.assertEqual((doc["ID"], doc["Name"], doc["Labels"], doc["Owner"]),
+                         ("s1", "api", {"a": "b"}, None))
+
+    def test_not_an_object_fails(self):
+        self.assertRaises(TargetLookupFailed, identity, "volume", [])
+
+
+class ResolverTests(SynchronousTestCase):
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        self.dockerd = FakeDockerd()
+        self.clock = MemoryReactorClock()
+        self.trusted = True
+        self.resolver = TargetResolver(self.dockerd, self.clock, trusted=lambda: self.trusted)
+
+    def resolve(self, kind, ref):
+        return ensureDeferred(self.resolver.resolve(kind, ref))
+
+    def test_cached_while_trusted(self):
+        d = self.resolve("container", "web")
+        self.assertEqual(self.dockerd.received(), b"GET /containers/web/json HTTP/1.1\r\nHost: docker\r\n\r\n")
+        self.dockerd.answer(http_json(200, container_answer()))
+        self.assertEqual(self.successResultOf(d)["ID"], CID)
+        self.assertEqual(self.successResultOf(self.resolve("container", "web"))["ID"], CID)
+        self.assertEqual(self.dockerd.acquired, 1)
+
+    def test_not_cached_while_events_are_down(self):
+        self.trusted = False
+        for _ in range(2):
+            d = self.resolve("container", "web")
+            self.dockerd.answer(http_json(200, container_answer()))
+            self.successResultOf(d)
+        self.assertEqual(self.dockerd.acquired, 2)
+
+    def test_missing_is_none(self):
+        d = self.resolve("network", "nope")
+        self.dockerd.answer(http_json(404, {"message": "network nope not found"}))
+        self.assertIsNone(self.successResultOf(d))
+        d = self.resolve("service", "nope")
+        self.dockerd.answer(http_json(503, {"message": "This node is not a swarm manager."}))
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_other_answers_fail_closed(self):
+        d = self.resolve("container", "web")
+        self.dockerd.answer(http_json(500, {"message": "boom"}))
+        failure = self.failureResultOf(d, TargetLookupFailed)
+        self.assertIn("dockerd answered 500", failure.value.message)
+        self.assertIn("boom", failure.value.message)
+
+    def test_exec_carries_its_container(self):
+        d = self.resolve("exec", "e1")
+        self.dockerd.answer(http_json(200, {"ID": "e1", "ContainerID": CID,
+                                            "ProcessConfig": {"entrypoint": "sh"}}))
+        self.dockerd.answer(http_json(200, container_answer(labels={"dsfw.owner.uid": "7"})))
+        target = self.successResultOf(d)
+        self.assertEqual((target["Kind"], target["Container"]["ID"], target["Owner"]["Uid"]),
+                         ("exec", CID, 7))
+
+
+class ForwardedByIdTests(SynchronousTestCase):
+    """The request dockerd receives names the object the policy saw, by its full ID."""
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        self.engine = FakeEngine()
+        self.dockerd = FakeDockerd()
+        scope = Scope(TargetResolver(self.dockerd, MemoryReactorClock(), trusted=lambda: True))
+        self.resource, _, self.clock = firewall(self.engine, self.dockerd, scope=scope)
+        self.channel, self.client = client(self.resource, self.clock)
+
+    def test_stop_is_forwarded_by_id(self):
+        self.channel.dataReceived(b"POST /v1.41/containers/web/stop HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 0\r\n\r\n")
+        self.dockerd.answer(http_json(200, container_answer()))
+        sent = b"".join(c.transport.value() for c in self.dockerd.connections)
+        self.assertIn(b"\r\n\r\nPOST /v1.41/containers/%s/stop HTTP/1.1\r\n" % CID.encode(), sent)
+        doc = self.engine.inputs[0][1]
+        self.assertEqual(doc["Path"], "/v1.41/containers/web/stop?")
+        self.assertEqual(doc["Target"]["ID"], CID)
+
+    def test_failed_lookup_denies(self):
+        self.channel.dataReceived(b"POST /containers/web/stop HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 0\r\n\r\n")
+        self.dockerd.answer(http_json(500, {"message": "boom"}))
+        head, _, body = self.client.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 502 "), head)
+        self.assertIn("dsfw: dockerd answered 500 when dsfw looked up container 'web'",
+                      json.loads(body)["message"])
+        self.assertEqual(self.engine.inputs, [])
+        self.assertEqual(len(self.dockerd.connections), 1)
+        self.assertNotIn(b"/stop", self.dockerd.received())
+
+
+class EventWatcherTests(SynchronousTestCase):
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        from dsfw.scope.events import EventWatcher
+        self.clock = MemoryReactorClock()
+        self.dockerd = FakeDockerd()
+        self.cache = TargetCache()
+        self.watcher = EventWatcher(self.dockerd, self.clock, self.cache)
+        self.watcher.startService()
+
+    def stream_head(self):
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n")
+
+    def chunk(self, event: dict):
+        line = json.dumps(event).encode() + b"\n"
+        self.dockerd.answer(b"%x\r\n%s\r\n" % (len(line), line))
+
+    def test_events_invalidate_and_trust_follows_the_connection(self):
+        self.assertEqual(self.dockerd.received(), b"GET /events HTTP/1.1\r\nHost: docker\r\n\r\n")
+        self.assertFalse(self.watcher.trusted())
+        self.stream_head()
+        self.assertTrue(self.watcher.trusted())
+        self.cache.put("container", "web", {"Kind": "container", "ID": CID}, self.cache.generation)
+        self.chunk({"Type": "container", "Action": "start", "Actor": {"ID": OTHER}})
+        self.assertIsNot(self.cache.get("container", "web"), MISS)
+        self.chunk({"Type": "container", "Action": "die", "Actor": {"ID": CID}})
+        self.assertIs(self.cache.get("container", "web"), MISS)
+
+    def test_reconnects_with_backoff_and_clears_the_cache(self):
+        self.stream_head()
+        self.cache.put("container", "web", {"Kind": "container", "ID": CID}, self.cache.generation)
+        self.dockerd.connections[-1].transport.loseConnection()
+        self.assertFalse(self.watcher.trusted())
+        self.assertIs(self.cache.get("container", "web"), MISS)
+        self.assertEqual(len(self.dockerd.connections), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.dockerd.connections), 2)
+        self.dockerd.connections[-1].transport.loseConnection()  # fails before the head
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.dockerd.connections), 2, "the second wait is longer")
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.dockerd.connections), 3)
+        self.stream_head()
+        self.assertTrue(self.watcher.trusted())
+
+    def test_stop_closes_the_stream(self):
+        self.stream_head()
+        self.watcher.stopService()
+        self.assertFalse(self.watcher.trusted())
+        self.clock.advance(60)
+        self.assertEqual(len(self.dockerd.connections), 1)
