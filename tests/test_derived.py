@@ -65,9 +65,55 @@ def test_volume_create_with_a_local_device():
 def test_symlinks_are_resolved_on_this_host(tmp_path):
     link = tmp_path / "link"
     os.symlink("/etc", link)
+    (tmp_path / "dir").mkdir()
     req = request("POST", b"/containers/create", {"Image": "x", "HostConfig": {
-        "Binds": [f"{link}:/e"]}})
-    assert derived_facts(req)["BindMounts"] == ["/etc"]
+        "Binds": [f"{link}:/e", f"{link}/passwd:/p", f"{tmp_path}/dir/:/d"]}})
+    facts = derived_facts(req)
+    assert facts["BindMounts"] == ["/etc", "/etc/passwd", os.path.realpath(tmp_path / "dir")]
+    real = os.path.realpath(tmp_path)
+    expected = [{"Path": f"{link}", "Resolved": "/etc"},
+                {"Path": f"{link}/passwd", "Resolved": "/etc/passwd"}]
+    if real != str(tmp_path):  # the test's own temporary directory is reached through a link
+        expected.append({"Path": f"{tmp_path}/dir", "Resolved": f"{real}/dir"})
+    assert facts["SymlinkMounts"] == expected
+
+
+@pytest.mark.parametrize("options,entry,bind_mounts", [
+    ({"type": "none", "o": "bind", "device": "/srv"},
+     {"Type": "none", "Device": "/srv", "Options": "bind", "Bind": True, "Paths": ["/srv"]},
+     ["/srv"]),
+    ({"type": "ext4", "o": "rw,rbind", "device": "etc"},  # rbind: a bind, relative to dockerd's cwd
+     {"Type": "ext4", "Device": "etc", "Options": "rw,rbind", "Bind": True, "Paths": ["etc"]}, []),
+    ({"type": "proc", "device": "proc"},
+     {"Type": "proc", "Device": "proc", "Options": "", "Bind": False, "Paths": []}, []),
+    ({"type": "ext4", "device": "/dev/sda1"},
+     {"Type": "ext4", "Device": "/dev/sda1", "Options": "", "Bind": False, "Paths": ["/dev/sda1"]},
+     ["/dev/sda1"]),
+    ({"type": "overlay", "device": "overlay",
+      "o": "lowerdir=/etc:/usr,upperdir=/srv/u,workdir=w,index=on"},
+     {"Type": "overlay", "Device": "overlay",
+      "Options": "lowerdir=/etc:/usr,upperdir=/srv/u,workdir=w,index=on", "Bind": False,
+      "Paths": ["/etc", "/usr", "/srv/u", "w"]}, ["/etc", "/usr", "/srv/u"]),
+    ({"type": "tmpfs", "device": "tmpfs", "o": "size=1m"},
+     {"Type": "tmpfs", "Device": "tmpfs", "Options": "size=1m", "Bind": False, "Paths": []}, []),
+])
+def test_local_volumes_at_create_and_in_mounts(options, entry, bind_mounts):
+    created = derived_facts(request("POST", b"/volumes/create",
+                                    {"Name": "v", "DriverOpts": options}), resolve=same)
+    assert created["LocalVolumes"] == [{"Name": "v", **entry}]
+    assert created["BindMounts"] == bind_mounts
+    mounted = derived_facts(request("POST", b"/containers/create", {"Image": "x", "HostConfig": {
+        "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
+            "DriverConfig": {"Options": options}}}]}}), resolve=same)
+    assert mounted["LocalVolumes"] == [{"Name": "v", **entry}]
+    assert mounted["BindMounts"] == bind_mounts
+
+
+def test_volumes_without_options_or_of_other_drivers_mount_nothing_of_their_own():
+    for body in ({"Name": "v"}, {"Name": "v", "DriverOpts": {"o": "size=1"}},
+                 {"Name": "v", "Driver": "nfs-plugin", "DriverOpts": {"type": "proc", "device": "p"}}):
+        facts = derived_facts(request("POST", b"/volumes/create", body), resolve=same)
+        assert (facts["LocalVolumes"], facts["BindMounts"]) == ([], [])
 
 
 @pytest.mark.parametrize("name,canonical", [
@@ -95,7 +141,8 @@ def test_exec_privileged():
 
 def test_facts_are_always_present():
     assert facts_for("GET", "/containers/json", None, None) == {
-        "BindMounts": [], "CapAdd": [], "CapDrop": [], "Privileged": False}
+        "BindMounts": [], "SymlinkMounts": [], "LocalVolumes": [], "CapAdd": [], "CapDrop": [],
+        "Privileged": False}
 
 
 @given(st.lists(st.text(alphabet="/ab.:", max_size=12), max_size=4))

@@ -8,6 +8,7 @@ socket); a harmless request must go through.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,13 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_support import DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, requires_docker, unique_name
+from e2e_support import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, raw_request,
+                         requires_docker, unique_name)
 
 pytestmark = requires_docker
 
 LIBRARY = REPO_ROOT / "policies" / "library"
 POLICIES = ["common.rego", "collect.rego", "collect_build.rego", "images.rego", "privileged.rego",
-            "mounts.rego", "namespaces.rego", "network.rego", "callers.rego"]
+            "mounts.rego", "namespaces.rego", "network.rego", "users.rego", "plugins.rego",
+            "swarm.rego", "callers.rego"]
 
 
 def compose(tmp_path: Path, base: str, settings: dict) -> Path:
@@ -53,7 +56,8 @@ def cleanup():
     made: list[tuple[str, str]] = []
     yield lambda kind, name: made.append((kind, name)) or name
     for kind, name in reversed(made):
-        rm = {"container": ["rm", "-f", "-v"], "network": ["network", "rm"], "image": ["rmi", "-f"]}[kind]
+        rm = {"container": ["rm", "-f", "-v"], "network": ["network", "rm"], "image": ["rmi", "-f"],
+              "volume": ["volume", "rm", "-f"], "plugin": ["plugin", "rm", "-f"]}[kind]
         direct(*rm, name, timeout=60)
 
 
@@ -156,3 +160,134 @@ def test_read_only_profile(dsfw_factory, tmp_path, cleanup):
     net = cleanup("network", unique_name())
     refused(docker_cli(ro.socket, "network", "create", net), "read-only profile: POST /networks/create")
     assert direct("network", "inspect", net).returncode != 0
+
+
+# --- the roads to host root that a natural policy never names -------------------------------
+
+@pytest.fixture
+def defaults(dsfw_factory, tmp_path):
+    """The library with its shipped data.yaml, the local test image allowed."""
+    settings = yaml.safe_load((LIBRARY / "data.yaml").read_text())["library"]
+    settings.pop("enabled")
+    settings["images"]["allowed"].append(TEST_IMAGE.split(":")[0])
+    return dsfw_factory(compose(tmp_path, "allow_all.rego", settings))
+
+
+def test_plugin_from_a_local_directory_is_refused(defaults, cleanup, tmp_path):
+    """docker plugin create of a plugin asking for host mounts, host network and all devices."""
+    plugin = tmp_path / "plugin"
+    shutil.copytree(Path("/bin"), plugin / "rootfs" / "bin", symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n not in ("busybox", "sh")])
+    (plugin / "config.json").write_text(json.dumps({
+        "description": "host root", "documentation": "-", "entrypoint": ["/bin/sh"],
+        "interface": {"types": ["docker.volumedriver/1.0"], "socket": "p.sock"},
+        "network": {"type": "host"}, "linux": {"capabilities": ["CAP_SYS_ADMIN"],
+                                               "allowAllDevices": True},
+        "mounts": [{"source": "/", "destination": "/host", "type": "bind",
+                    "options": ["rbind"]}]}))
+    name = cleanup("plugin", unique_name("dsfw-e2e-plugin"))
+    refused(docker_cli(defaults.socket, "plugin", "create", name, str(plugin)),
+            "docker plugin create is not allowed")
+    assert direct("plugin", "inspect", name).returncode != 0
+    for path, body, message in [
+        ("/plugins/pull?remote=vieux/sshfs", b"[]",
+         b'plugin \\"vieux/sshfs\\" is not allowed (docker plugin install)'),
+        (f"/plugins/{name}/enable", b"", b"(docker plugin enable)"),
+        (f"/plugins/{name}/set", b'["mnt.source=/etc"]', b"(docker plugin set)"),
+    ]:
+        request = (f"POST /v1.41{path} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        answer = raw_request(defaults.socket, request, responses=1)
+        assert answer.startswith(b"HTTP/1.1 403 "), answer
+        assert message in answer, answer
+
+
+def test_swarm_management_is_refused(defaults):
+    refused(docker_cli(defaults.socket, "swarm", "init", "--advertise-addr", "127.0.0.1"),
+            "swarm management is not allowed: docker swarm init")
+    assert ok(direct("info", "--format", "{{.Swarm.LocalNodeState}}")).strip() == "inactive"
+    refused(docker_cli(defaults.socket, "swarm", "join-token", "worker"),
+            "reading the swarm and its join tokens")
+    # The CLI looks the network up first (it is not a swarm network here): raw HTTP.
+    spec = {"Name": unique_name(), "TaskTemplate": {"Networks": [{"Target": "host"}], "ContainerSpec": {
+        "Image": TEST_IMAGE, "User": "0", "CapabilityAdd": ["sys_admin"],
+        "Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/e"}],
+        "Privileges": {"SELinuxContext": {"Disable": True}}}}}
+    body = json.dumps(spec).encode()
+    answer = raw_request(defaults.socket, (
+        "POST /v1.41/services/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n").encode() + body, responses=1)
+    assert answer.startswith(b"HTTP/1.1 403 "), answer
+    for message in [b"drop --network host from the service", b"host path /etc cannot be mounted",
+                    b"capability CAP_SYS_ADMIN is not allowed",
+                    b"drop ContainerSpec.Privileges.SELinuxContext", b"running a service as root"]:
+        assert message in answer, answer
+
+
+def test_build_in_another_containers_network_is_refused(defaults, cleanup, tmp_path):
+    other = cleanup("container", unique_name())
+    ok(docker_cli(defaults.socket, "create", "--name", other, TEST_IMAGE, "true"))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nRUN true\n")
+    tag = cleanup("image", unique_name("dsfw-e2e-img"))
+    refused(docker_cli(defaults.socket, "build", "--network", f"container:{other}", "-t", tag,
+                       str(ctx)),
+            f"building in another container's network namespace is not allowed: drop --network container:{other}")
+    assert direct("image", "inspect", tag).returncode != 0
+    ok(docker_cli(defaults.socket, "build", "-t", tag, str(ctx),
+                  timeout=120))
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["type=proc", "device=proc"], 'local volume {name} of type "proc" is not allowed'),
+    (["type=sysfs", "device=sysfs"], 'of type "sysfs" is not allowed'),
+    (["type=none", "o=bind", "device=/etc"], "host path /etc cannot be mounted"),
+    (["type=none", "o=bind", "device=etc"], 'names the relative host path "etc"'),
+    (["type=overlay", "device=overlay", "o=lowerdir=/etc,upperdir=/tmp/u,workdir=/tmp/w"],
+     "host path /etc cannot be mounted"),
+])
+def test_local_volumes_naming_host_paths_are_refused(defaults, cleanup, opts, message):
+    name = cleanup("volume", unique_name("dsfw-e2e-vol"))
+    args = [a for o in opts for a in ("--opt", o)]
+    refused(docker_cli(defaults.socket, "volume", "create", *args, name), message.format(name=name))
+    assert direct("volume", "inspect", name).returncode != 0
+    container = cleanup("container", unique_name())
+    mount = "type=volume,source={},target=/v,{}".format(
+        name, ",".join(f'"volume-opt={o}"' for o in opts))
+    refused(docker_cli(defaults.socket, "create", "--name", container, "--mount", mount,
+                       TEST_IMAGE, "true"), message.format(name=name))
+    assert_no_container(container)
+
+
+def test_tmpfs_volume_passes(defaults, cleanup):
+    name = cleanup("volume", unique_name("dsfw-e2e-vol"))
+    ok(docker_cli(defaults.socket, "volume", "create", "--opt", "type=tmpfs", "--opt",
+                  "device=tmpfs", "--opt", "o=size=1m", name))
+    assert ok(direct("volume", "inspect", "--format", "{{.Options.type}}", name)).strip() == "tmpfs"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--security-opt", "systempaths=unconfined"], "unconfined system paths are not allowed"),
+    (["--security-opt", "seccomp:unconfined"], "security option seccomp:unconfined is not allowed"),
+    (["--cgroupns", "host"], "the host's cgroupns namespace is not allowed"),
+    (["--volumes-from", "anything"], "--volumes-from anything is not allowed"),
+    (["-u", "00"], 'running a container as root is not allowed: user "00" is uid 0'),
+    (["-u", "root:root"], "running a container as root is not allowed"),
+    (["-u", "1000:0"], "running a container with the root group is not allowed"),
+    (["--group-add", "0"], "the root group is not allowed: drop --group-add 0"),
+])
+def test_confinement_and_root_are_refused(defaults, cleanup, flags, message):
+    name = cleanup("container", unique_name())
+    refused(docker_cli(defaults.socket, "run", "--name", name, *flags, TEST_IMAGE, "true"), message)
+    assert_no_container(name)
+
+
+def test_exec_as_root_is_refused(defaults, cleanup):
+    name = cleanup("container", unique_name())
+    ok(docker_cli(defaults.socket, "run", "-d", "--name", name, "-u", "1000", TEST_IMAGE,
+                  "sleep", "60"))
+    refused(docker_cli(defaults.socket, "exec", "-u", "0", name, "id", "-u"),
+            "running a exec as root is not allowed")
+    assert ok(docker_cli(defaults.socket, "exec", name, "id", "-u")).strip() == "1000"
+    assert ok(docker_cli(defaults.socket, "run", "--rm", TEST_IMAGE, "id", "-u")).strip() == "0"

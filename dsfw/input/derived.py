@@ -11,7 +11,10 @@ place is a bypass, so dsfw derives these facts once, from the canonical body
 
 Host paths are cleaned and their symlinks resolved on this host, as
 opa-docker-authz does for its ``BindMounts``: a policy denying ``/etc`` must
-also deny ``/tmp/link-to-etc``.
+also deny ``/tmp/link-to-etc``.  Sources reached through a link are also
+listed as such (``SymlinkMounts``): dockerd follows the link again when it
+mounts, and the link may point elsewhere by then.  Local volumes with options
+are described in ``LocalVolumes`` (see :mod:`dsfw.input.volumes`).
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import posixpath
 from typing import Any, Callable
 
 from dsfw import routes
-
-_LOCAL_DRIVERS = ("", "local")
+from dsfw.input.path import go_clean_path
+from dsfw.input.volumes import local_volume
 
 
 def go_upper(s: str) -> str:
@@ -50,40 +53,56 @@ def _host_path(path: str, resolve: Callable[[str], str]) -> str:
     return resolve(posixpath.normpath(path))
 
 
-def _add(out: list[str], path: Any, resolve: Callable[[str], str]) -> None:
-    if isinstance(path, str) and path.startswith("/"):
-        p = _host_path(path, resolve)
-        if p not in out:
-            out.append(p)
+class _Mounts:
+    """Collects ``BindMounts``, ``SymlinkMounts`` and ``LocalVolumes`` of one request."""
 
+    def __init__(self, resolve: Callable[[str], str]):
+        self.resolve = resolve
+        self.paths: list[str] = []
+        self.links: list[dict[str, str]] = []
+        self.volumes: list[dict[str, Any]] = []
 
-def _local_device(driver: Any, opts: Any) -> Any:
-    """The host path a ``local`` volume would mount, if its options name one."""
-    if (driver or "") in _LOCAL_DRIVERS and isinstance(opts, dict):
-        return opts.get("device")
-    return None
+    def add(self, path: Any) -> None:
+        if not (isinstance(path, str) and path.startswith("/")):
+            return
+        p = _host_path(path, self.resolve)
+        if p not in self.paths:
+            self.paths.append(p)
+        # dockerd follows links when it mounts, maybe long after this check:
+        # a source reached through one is reported as such.
+        clean = go_clean_path(path).rstrip("/") or "/"
+        if p != clean and not any(link["Path"] == clean for link in self.links):
+            self.links.append({"Path": clean, "Resolved": p})
 
+    def add_volume(self, name: Any, driver: Any, options: Any) -> None:
+        volume = local_volume(name, driver, options)
+        if volume is not None:
+            self.volumes.append(volume)
+            for path in volume["Paths"]:
+                self.add(path)
 
-def bind_sources(host_config: dict[str, Any], resolve: Callable[[str], str]) -> list[str]:
-    """Every host path a HostConfig (or a service's ContainerSpec) would mount."""
-    out: list[str] = []
-    for spec in host_config.get("Binds") or ():
-        # volume/mounts/linux_parser.go splits on every ':'; a source that is
-        # an absolute path is a bind, anything else a named volume.
-        if isinstance(spec, str) and ":" in spec:
-            _add(out, spec.split(":", 1)[0], resolve)
-    for mount in host_config.get("Mounts") or ():
-        if not isinstance(mount, dict):
-            continue
-        kind = str(mount.get("Type", "")).lower()
-        if kind == "bind":
-            _add(out, mount.get("Source"), resolve)
-        elif kind == "volume":
-            vo = mount.get("VolumeOptions") or {}
-            dc = (vo.get("DriverConfig") or {}) if isinstance(vo, dict) else {}
-            if isinstance(dc, dict):
-                _add(out, _local_device(dc.get("Name"), dc.get("Options")), resolve)
-    return out
+    def add_host_config(self, host_config: dict[str, Any]) -> None:
+        """Every host path a HostConfig (or a service's ContainerSpec) would mount."""
+        for spec in host_config.get("Binds") or ():
+            # volume/mounts/linux_parser.go splits on every ':'; a source that is
+            # an absolute path is a bind, anything else a named volume.
+            if isinstance(spec, str) and ":" in spec:
+                self.add(spec.split(":", 1)[0])
+        for mount in host_config.get("Mounts") or ():
+            if not isinstance(mount, dict):
+                continue
+            kind = str(mount.get("Type", "")).lower()
+            if kind == "bind":
+                self.add(mount.get("Source"))
+            elif kind == "volume":
+                vo = mount.get("VolumeOptions") or {}
+                dc = (vo.get("DriverConfig") or {}) if isinstance(vo, dict) else {}
+                if isinstance(dc, dict):
+                    self.add_volume(mount.get("Source"), dc.get("Name"), dc.get("Options"))
+
+    def facts(self) -> dict[str, Any]:
+        return {"BindMounts": self.paths, "SymlinkMounts": self.links,
+                "LocalVolumes": self.volumes}
 
 
 def _caps(value: Any) -> list[str]:
@@ -91,7 +110,7 @@ def _caps(value: Any) -> list[str]:
 
 
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
-    """``BindMounts``, ``CapAdd``, ``CapDrop`` and ``Privileged`` for one request.
+    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``CapAdd``, ``CapDrop`` and ``Privileged``.
 
     ``req`` is a :class:`dsfw.input.request.CanonicalRequest`; its route says
     which facts its body gives.  The facts are always present (empty or false
@@ -111,27 +130,26 @@ def facts_for(method: str, plain_path: str, version: str | None, body: Any,
 def route_facts(route: routes.Route, version: str | None, body: Any,
                 resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """The facts ``body`` gives on ``route`` at API ``version``."""
-    facts: dict[str, Any] = {"BindMounts": [], "CapAdd": [], "CapDrop": [], "Privileged": False}
+    facts: dict[str, Any] = {"CapAdd": [], "CapDrop": [], "Privileged": False}
+    mounts = _Mounts(resolve)
     kind = route.facts
     if kind is None or not isinstance(body, dict) or route.json_schema(version) is None:
-        return facts
+        return {**mounts.facts(), **facts}
     if kind == routes.CONTAINER_FACTS:
         hc = body.get("HostConfig")
         if isinstance(hc, dict):
-            facts["BindMounts"] = bind_sources(hc, resolve)
+            mounts.add_host_config(hc)
             facts["CapAdd"] = _caps(hc.get("CapAdd"))
             facts["CapDrop"] = _caps(hc.get("CapDrop"))
             facts["Privileged"] = hc.get("Privileged") is True
     elif kind == routes.SERVICE_FACTS:
         spec = (body.get("TaskTemplate") or {}).get("ContainerSpec")
         if isinstance(spec, dict):
-            facts["BindMounts"] = bind_sources(spec, resolve)
+            mounts.add_host_config(spec)
             facts["CapAdd"] = _caps(spec.get("CapabilityAdd"))
             facts["CapDrop"] = _caps(spec.get("CapabilityDrop"))
     elif kind == routes.EXEC_FACTS:
         facts["Privileged"] = body.get("Privileged") is True
     elif kind == routes.VOLUME_FACTS:
-        out: list[str] = []
-        _add(out, _local_device(body.get("Driver"), body.get("DriverOpts")), resolve)
-        facts["BindMounts"] = out
-    return facts
+        mounts.add_volume(body.get("Name"), body.get("Driver"), body.get("DriverOpts"))
+    return {**mounts.facts(), **facts}

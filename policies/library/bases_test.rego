@@ -31,6 +31,17 @@ test_collect_network_and_callers if {
 	startswith(m2, "changing networks is reserved to nobody")
 }
 
+test_collect_plugins_swarm_users if {
+	plugin := {"Method": "POST", "PathPlain": "/plugins/create", "Query": {"name": ["p"]}}
+	some m1 in data.docker.authz.deny with input as plugin with data.library as {"enabled": true}
+	startswith(m1, "docker plugin create is not allowed")
+	some m2 in data.docker.authz.deny with input as {"Method": "GET", "PathPlain": "/swarm", "Query": {}} with data.library as {"enabled": true}
+	startswith(m2, "swarm management is not allowed")
+	root := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"Image": "busybox", "User": "0"}, "BindMounts": [], "CapAdd": [], "Privileged": false}
+	some m3 in data.docker.authz.deny with input as root with data.library as {"enabled": true}
+	startswith(m3, "running a container as root")
+}
+
 test_allow_all_base if {
 	data.docker.authz.allow with input as {"Method": "POST", "PathPlain": "/containers/create", "Query": {}} with data.library as {"enabled": true}
 }

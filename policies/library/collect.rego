@@ -38,3 +38,18 @@ deny contains msg if {
 	common.enabled
 	some msg in data.dsfw.library.callers.deny
 }
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.plugins.deny
+}
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.swarm.deny
+}
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.users.deny
+}

@@ -99,6 +99,19 @@ container_create if {
 	input.PathPlain == "/containers/create"
 }
 
+# POST /services/create and /services/{id}/update: a swarm service spec.
+service_request if {
+	input.Method == "POST"
+	regex.match(`^/services/(create|[^/]+/update)$`, input.PathPlain)
+}
+
+# The ContainerSpec of a service's task template, or {}.
+container_spec := cs if {
+	service_request
+	cs := input.Body.TaskTemplate.ContainerSpec
+	is_object(cs)
+} else := {}
+
 # The first value of a query parameter, as Go's r.Form.Get reads it; "" if absent.
 query(name) := v if {
 	values := input.Query[name]

@@ -1,21 +1,41 @@
 # No host bind mounts outside an allowlist of host paths.
 #
 # Uses the derived input.BindMounts: every host path the request would mount
-# (-v /x:/y, --mount type=bind, local volumes with a device option, swarm
-# service mounts, legacy start bodies), cleaned and with symlinks resolved on
-# the dsfw host. So write allowed_host_paths as resolved paths (/run, not
-# /var/run when /var/run is a link to /run).
+# (-v /x:/y, --mount type=bind, host paths in local volumes' options, swarm
+# service mounts, legacy start bodies),
+# cleaned and with symlinks resolved on the dsfw host. So write
+# allowed_host_paths as resolved paths (/run, not /var/run when /var/run is
+# a link to /run).
+#
+# A source that is or passes through a symbolic link (input.SymlinkMounts)
+# is refused: the link can be re-pointed between this check and the mount.
+# An allowed host path must not be writable by callers at all (a caller who
+# can write there can swap a directory for a link after any check).
+#
+# Local volumes with options (docker volume create --opt, --mount
+# volume-opt=...; input.LocalVolumes) mount what their options say: a bind
+# of their device (judged as a host path above; a relative device is
+# resolved against dockerd's working directory and refused), or a
+# filesystem of their type (proc, sysfs, a block device's ext4, an overlay of
+# host directories...): only allowed_volume_types may be mounted.
+#
+# --volumes-from gives a container another container's mounts, which the
+# create request does not show: refused unless allow_volumes_from.
 #
 # data.library.mounts:
 #   allowed_host_paths: [/srv/shared, /tmp/builds]   # each allows itself and everything below
+#   allowed_volume_types: [tmpfs]   # filesystem types of local volumes (default: tmpfs)
+#   allow_volumes_from: false
 #   exempt: {users: [], groups: [], uids: [], gids: []}
 package dsfw.library.mounts
 
 import rego.v1
 
+import data.dsfw.library.common
+
 _name := "mounts"
 
-_schema := {"allowed_host_paths": "list", "exempt": "object"}
+_schema := {"allowed_host_paths": "list", "allowed_volume_types": "list", "allow_volumes_from": "bool", "exempt": "object"}
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
 
@@ -46,4 +66,44 @@ deny contains msg if {
 _permitted(path) if {
 	some allowed in _allowed
 	_under(path, allowed)
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some link in object.get(input, "SymlinkMounts", [])
+	msg := sprintf("host path %s is a symbolic link or passes through one (to %s): name the real path; a link can be re-pointed after dsfw's check", [link.Path, link.Resolved])
+}
+
+_volume_types := [t | some t in _volume_types_setting; is_string(t)]
+
+_volume_types_setting := v if {
+	v := data.dsfw.library.common.setting(_name, "allowed_volume_types", ["tmpfs"])
+	is_array(v)
+} else := []
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some v in object.get(input, "LocalVolumes", [])
+	not v.Bind
+	not v.Type in _volume_types
+	msg := sprintf("local volume%s of type \"%s\" is not allowed: it would mount \"%s\" from the host (allowed types: %s)", [_volume_name(v), v.Type, v.Device, concat(", ", _volume_types)])
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some v in object.get(input, "LocalVolumes", [])
+	some path in v.Paths
+	not startswith(path, "/")
+	msg := sprintf("local volume%s names the relative host path \"%s\", which dockerd resolves against its own working directory: use an absolute path", [_volume_name(v), path])
+}
+
+_volume_name(v) := sprintf(" %s", [v.Name]) if v.Name != ""
+
+_volume_name(v) := "" if v.Name == ""
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some source in object.get(common.host_config, "VolumesFrom", [])
+	not data.dsfw.library.common.setting(_name, "allow_volumes_from", false) == true
+	msg := sprintf("--volumes-from %s is not allowed: it mounts whatever that container mounts (or set data.library.mounts.allow_volumes_from)", [source])
 }

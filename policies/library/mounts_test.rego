@@ -30,5 +30,35 @@ test_exempt_uid if {
 }
 
 test_config_problems if {
-	"dsfw library: unknown setting data.library.mounts.allowed (known: allowed_host_paths, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
+	"dsfw library: unknown setting data.library.mounts.allowed (known: allow_volumes_from, allowed_host_paths, allowed_volume_types, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
+}
+
+_with(facts, cfg) := d if d := data.dsfw.library.mounts.deny with input as object.union(_in([]), facts) with data.library as {"mounts": cfg}
+
+test_symlinks_refused if {
+	_with({"SymlinkMounts": [{"Path": "/tmp/x", "Resolved": "/etc"}]}, {"allowed_host_paths": ["/"]}) == {"host path /tmp/x is a symbolic link or passes through one (to /etc): name the real path; a link can be re-pointed after dsfw's check"}
+}
+
+test_local_volume_types if {
+	tmpfs := {"Name": "v", "Type": "tmpfs", "Device": "tmpfs", "Options": "size=1m", "Bind": false, "Paths": []}
+	count(_with({"LocalVolumes": [tmpfs]}, {})) == 0
+	proc := {"Name": "v", "Type": "proc", "Device": "proc", "Options": "", "Bind": false, "Paths": []}
+	_with({"LocalVolumes": [proc]}, {}) == {`local volume v of type "proc" is not allowed: it would mount "proc" from the host (allowed types: tmpfs)`}
+	disk := {"Name": "", "Type": "ext4", "Device": "/dev/sda1", "Options": "", "Bind": false, "Paths": ["/dev/sda1"]}
+	some msg in _with({"LocalVolumes": [disk]}, {"allowed_volume_types": []})
+	contains(msg, `local volume of type "ext4" is not allowed`)
+	count(_with({"LocalVolumes": [disk]}, {"allowed_volume_types": ["ext4"]})) == 0
+	bind := {"Name": "v", "Type": "none", "Device": "/srv/shared", "Options": "bind", "Bind": true, "Paths": ["/srv/shared"]}
+	count(_with({"LocalVolumes": [bind]}, {})) == 0
+}
+
+test_relative_volume_paths if {
+	rel := {"Name": "v", "Type": "none", "Device": "etc", "Options": "bind", "Bind": true, "Paths": ["etc"]}
+	_with({"LocalVolumes": [rel]}, {}) == {`local volume v names the relative host path "etc", which dockerd resolves against its own working directory: use an absolute path`}
+}
+
+test_volumes_from if {
+	inp := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"HostConfig": {"VolumesFrom": ["data:ro"]}}, "BindMounts": []}
+	data.dsfw.library.mounts.deny == {"--volumes-from data:ro is not allowed: it mounts whatever that container mounts (or set data.library.mounts.allow_volumes_from)"} with input as inp with data.library as {}
+	count(data.dsfw.library.mounts.deny) == 0 with input as inp with data.library as {"mounts": {"allow_volumes_from": true}}
 }

@@ -1,6 +1,7 @@
 # No host PID/IPC/network/UTS/user/cgroup namespaces, no joining another
 # container's namespaces (--pid container:x, --network container:x, ...),
-# no builds on the host network.
+# no builds on the host network or in another container's network, no swarm
+# services on the host network.
 #
 # data.library.namespaces:
 #   allowed_host_namespaces: []     # any of pid, ipc, network, uts, userns, cgroupns
@@ -73,4 +74,41 @@ deny contains msg if {
 	lower(data.dsfw.library.common.query("networkmode")) == "host"
 	not "network" in data.dsfw.library.common.list_setting(_name, "allowed_host_namespaces")
 	msg := "building on the host's network is not allowed: drop --network host from docker build"
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	input.Method == "POST"
+	input.PathPlain == "/build"
+	mode := data.dsfw.library.common.query("networkmode")
+	startswith(lower(mode), "container:")
+	not data.dsfw.library.common.setting(_name, "allow_container_joins", false) == true
+	msg := sprintf("building in another container's network namespace is not allowed: drop --network %s from docker build", [mode])
+}
+
+# A service on the host network: TaskTemplate.Networks (or the deprecated
+# top-level Networks) naming "host". Swarm also finds the host network by
+# its ID or an ID prefix, which a policy cannot tell from a name: all-hex
+# targets are refused too (name networks by name).
+_service_networks contains target if {
+	common.service_request
+	some field in [object.get(input.Body, ["TaskTemplate", "Networks"], []), object.get(input.Body, "Networks", [])]
+	is_array(field)
+	some attachment in field
+	target := object.get(attachment, "Target", "")
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some target in _service_networks
+	lower(target) == "host"
+	not "network" in data.dsfw.library.common.list_setting(_name, "allowed_host_namespaces")
+	msg := "the host's network namespace is not allowed: drop --network host from the service"
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some target in _service_networks
+	regex.match(`^[0-9a-fA-F]+$`, target)
+	msg := sprintf("service network %s looks like a network ID, which could be the host network's: name the network by its name", [target])
 }

@@ -44,3 +44,19 @@ test_exempt if {
 test_config_problems if {
 	"dsfw library: data.library.namespaces.allow_container_joins must be a bool; fix data.yaml" in data.dsfw.library.namespaces.deny with input as _create({}) with data.library as {"namespaces": {"allow_container_joins": "yes"}}
 }
+
+test_build_in_another_container if {
+	_deny({"Method": "POST", "PathPlain": "/build", "Query": {"networkmode": ["container:web"]}}) == {"building in another container's network namespace is not allowed: drop --network container:web from docker build"}
+	count(data.dsfw.library.namespaces.deny) == 0 with input as {"Method": "POST", "PathPlain": "/build", "Query": {"networkmode": ["container:web"]}} with data.library as {"namespaces": {"allow_container_joins": true}}
+}
+
+_service(body) := {"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": body}
+
+test_service_on_host_network if {
+	_deny(_service({"TaskTemplate": {"Networks": [{"Target": "host"}]}})) == {"the host's network namespace is not allowed: drop --network host from the service"}
+	some msg in _deny({"Method": "POST", "PathPlain": "/services/s1/update", "Query": {}, "Body": {"Networks": [{"Target": "Host"}]}})
+	contains(msg, "host's network")
+	_deny(_service({"TaskTemplate": {"Networks": [{"Target": "2ca9c9"}]}})) == {"service network 2ca9c9 looks like a network ID, which could be the host network's: name the network by its name"}
+	count(_deny(_service({"TaskTemplate": {"Networks": [{"Target": "backend"}]}}))) == 0
+	count(data.dsfw.library.namespaces.deny) == 0 with input as _service({"TaskTemplate": {"Networks": [{"Target": "host"}]}}) with data.library as {"namespaces": {"allowed_host_namespaces": ["network"]}}
+}

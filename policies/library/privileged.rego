@@ -1,5 +1,6 @@
 # No privileged containers or exec, a capability allowlist, no host devices,
-# no security options that switch confinement off.
+# no security options that switch confinement off, no unmasked /proc and
+# /sys paths, no SELinux or credential-spec privileges for services.
 #
 # Uses the derived input.Privileged (containers, legacy start bodies and
 # POST /containers/{id}/exec) and input.CapAdd (one spelling: CAP_SYS_ADMIN,
@@ -8,7 +9,8 @@
 # data.library.privileged:
 #   allowed_capabilities: [NET_BIND_SERVICE, CHOWN]   # --cap-add beyond these is refused
 #   allowed_devices: []           # host paths allowed in --device (PathOnHost)
-#   allowed_security_opts: []     # --security-opt values allowed besides no-new-privileges
+#   allowed_security_opts: []     # --security-opt values allowed besides no-new-privileges;
+#                                 # systempaths=unconfined allows emptied MaskedPaths/ReadonlyPaths
 #   exempt: {users: [], groups: [], uids: [], gids: []}
 package dsfw.library.privileged
 
@@ -100,3 +102,33 @@ deny contains msg if {
 _short(opt) := opt if count(opt) <= 60
 
 _short(opt) := concat("", [substring(opt, 0, 57), "..."]) if count(opt) > 60
+
+# --security-opt systempaths=unconfined is sent by the CLI as empty
+# HostConfig.MaskedPaths and ReadonlyPaths. Any list there replaces dockerd's
+# defaults (a null or absent one keeps them), so each default must be kept.
+_default_paths := {
+	"MaskedPaths": [
+		"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+	],
+	"ReadonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some field, defaults in _default_paths
+	paths := common.host_config[field]
+	missing := [p | some p in defaults; not p in paths]
+	count(missing) > 0
+	not "systempaths=unconfined" in data.dsfw.library.common.list_setting(_name, "allowed_security_opts")
+	msg := sprintf("unconfined system paths are not allowed: HostConfig.%s leaves out %s (drop --security-opt systempaths=unconfined)", [field, concat(", ", missing)])
+}
+
+# A service's Privileges: SELinuxContext (label=disable and its kin) and
+# CredentialSpec set the task container's security context.
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some field, value in object.get(common.container_spec, "Privileges", {})
+	value != null
+	msg := sprintf("service privileges are not allowed: drop ContainerSpec.Privileges.%s (--credential-spec, SELinux options)", [field])
+}

@@ -55,3 +55,22 @@ test_exempt_group if {
 test_config_problems if {
 	"dsfw library: data.library.privileged.allowed_capabilities must be a list; fix data.yaml" in data.dsfw.library.privileged.deny with input as _create({}, {}) with data.library as {"privileged": {"allowed_capabilities": "ALL"}}
 }
+
+_masked := ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+
+test_system_paths if {
+	# what the CLI sends for --security-opt systempaths=unconfined
+	d := _deny(_create({"MaskedPaths": [], "ReadonlyPaths": []}, {}))
+	count(d) == 2
+	"unconfined system paths are not allowed: HostConfig.ReadonlyPaths leaves out /proc/bus, /proc/fs, /proc/irq, /proc/sys, /proc/sysrq-trigger (drop --security-opt systempaths=unconfined)" in d
+	some msg in _deny(_create({"MaskedPaths": array.concat(_masked, ["/proc/extra"])}, {})) | {"none"}
+	msg == "none"
+	_deny(_create({"MaskedPaths": ["/proc/kcore"]}, {})) == {"unconfined system paths are not allowed: HostConfig.MaskedPaths leaves out /proc/asound, /proc/acpi, /proc/keys, /proc/latency_stats, /proc/timer_list, /proc/timer_stats, /proc/sched_debug, /proc/scsi, /sys/firmware (drop --security-opt systempaths=unconfined)"}
+	count(data.dsfw.library.privileged.deny) == 0 with input as _create({"MaskedPaths": [], "ReadonlyPaths": []}, {}) with data.library as {"privileged": {"allowed_security_opts": ["systempaths=unconfined"]}}
+}
+
+test_service_privileges if {
+	svc := {"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Privileges": {"SELinuxContext": {"Disable": true}}}}}}
+	_deny(svc) == {"service privileges are not allowed: drop ContainerSpec.Privileges.SELinuxContext (--credential-spec, SELinux options)"}
+	count(_deny({"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Privileges": {}}}}})) == 0
+}
