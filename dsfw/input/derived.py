@@ -61,17 +61,21 @@ class _Mounts:
         self.paths: list[str] = []
         self.links: list[dict[str, str]] = []
         self.volumes: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+        self._seen_links: set[str] = set()
 
     def add(self, path: Any) -> None:
         if not (isinstance(path, str) and path.startswith("/")):
             return
         p = _host_path(path, self.resolve)
-        if p not in self.paths:
+        if p not in self._seen:
+            self._seen.add(p)
             self.paths.append(p)
         # dockerd follows links when it mounts, maybe long after this check:
         # a source reached through one is reported as such.
         clean = go_clean_path(path).rstrip("/") or "/"
-        if p != clean and not any(link["Path"] == clean for link in self.links):
+        if p != clean and clean not in self._seen_links:
+            self._seen_links.add(clean)
             self.links.append({"Path": clean, "Resolved": p})
 
     def add_volume(self, name: Any, driver: Any, options: Any) -> None:
