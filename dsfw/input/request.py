@@ -28,10 +28,23 @@ HOP_BY_HOP = frozenset(
 
 
 
-@functools.lru_cache(maxsize=1024)
+# Names longer than this are computed each time: the memo holds at most
+# 1024 x 64 characters, however long the names clients send (up to 1 MB).
+_MEMO_NAME_CHARS = 64
+
+
+def _header_key(name: str) -> str:
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+_memo_header_key = functools.lru_cache(maxsize=1024)(_header_key)
+
+
 def canonical_header_name(name: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-registry-auth`` → ``X-Registry-Auth``."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+    if len(name) > _MEMO_NAME_CHARS:
+        return _header_key(name)
+    return _memo_header_key(name)
 
 
 def canonical_headers(raw: Iterable[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], ...]:

@@ -97,7 +97,7 @@ class EmbeddedEngine:
 
     def cache_stats(self) -> dict[str, int]:
         """Decision cache counters of the policy set in force (for /_dsfw/health)."""
-        return {"hits": self._cache.hits, "misses": self._cache.misses}
+        return {"hits": self._cache.hits, "misses": self._cache.misses, "bytes": self._cache.bytes}
 
     @property
     def policy_dir(self) -> str:
