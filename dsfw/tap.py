@@ -16,7 +16,7 @@ from twisted.python import usage
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from twisted.internet.defer import ensureDeferred, maybeDeferred
+from twisted.internet.defer import ensureDeferred
 
 from dsfw.ops import logsetup
 from dsfw.ops.admin import AdminEndpoints
@@ -279,9 +279,7 @@ class _Lifecycle(Service):
                  drain_timeout=self._options["drain-timeout"])
         await inflight.drain(self._options["drain-timeout"])
         self._pool.close()
-        close = getattr(self._engine, "close", None)
-        if close is not None:
-            await maybeDeferred(close)
+        await self._engine.close()
         log.info("dsfw.stopped")
 
     def stopService(self):
@@ -339,14 +337,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
                            group=options["socket-group"]).setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
     watcher.setServiceParent(top)
-    if isinstance(engine, EmbeddedEngine):
-        PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
-    reload = getattr(engine, "reload", None)
+    PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
 
     def on_sighup() -> None:
         logsetup.reopen_log_file()
-        if reload is not None:
-            reload()
+        engine.reload()
 
     # SIGHUP reopens --log-file and reloads policies; the handler only schedules work.
     reactor.callWhenRunning(signal.signal, signal.SIGHUP,

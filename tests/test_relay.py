@@ -42,6 +42,23 @@ class FakeEngine:
     def revision(self):
         return "r1"
 
+    # the rest of dsfw.policy.PolicyEngine: nothing to reload, cache, close or explain
+    def reload(self):
+        return True
+
+    def reload_if_changed(self):
+        return False
+
+    def cache_stats(self):
+        return {}
+
+    def close(self):
+        return succeed(None)
+
+    def explain(self, package, doc):
+        from dsfw.policy.explain import Explanation
+        return succeed(Explanation(package, "allow", note="the fake engine explains nothing"))
+
 
 class FakeDockerd:
     """A DockerPool stand-in: each new connection is a DockerConnection on a StringTransport."""

@@ -231,7 +231,7 @@ class FirewallResource(Resource):
             self._recorder.record(doc, decision)
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
-                   revision=getattr(decision, "revision", ""),
+                   revision=decision.revision,
                    url_query=redact_query(doc["Query"]),
                    ms=round((time.perf_counter() - started) * 1000, 3))
         if not decision.allowed:

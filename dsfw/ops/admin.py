@@ -43,9 +43,9 @@ class AdminEndpoints:
         except Exception as e:
             dockerd = {"reachable": False, "error": getattr(e, "message", None) or repr(e)}
         policy = {"engine": self._engine.name, "revision": self._engine.revision()}
-        cache_stats = getattr(self._engine, "cache_stats", None)
-        if cache_stats is not None:
-            policy["decision_cache"] = cache_stats()
+        cache_stats = self._engine.cache_stats()
+        if cache_stats:
+            policy["decision_cache"] = cache_stats
         body = {"status": "ok" if dockerd["reachable"] else "degraded",
                 "dockerd": dockerd, "target": self._pool.socket_path, "policy": policy}
         code = 200 if dockerd["reachable"] else 503

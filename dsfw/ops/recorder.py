@@ -82,7 +82,7 @@ class InputRecorder:
         """
         when = self._clock()
         record = decision_record(input_doc, decision.package, decision.allowed,
-                                 decision.reasons, getattr(decision, "revision", ""), when)
+                                 decision.reasons, decision.revision, when)
         name = f"{when:017.6f}-{os.getpid()}-{next(self._count):06d}-{decision.package}.json"
         path = os.path.join(self._directory, name)
         tmp = path + ".tmp"

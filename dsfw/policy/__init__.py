@@ -52,6 +52,22 @@ class PolicyEngine(Protocol):
         """An identifier of the policy set in force (for logs and health)."""
         ...
 
+    def reload(self) -> bool:
+        """Re-read what the engine depends on (SIGHUP); False keeps what is in force."""
+        ...
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the policy's source changed (polled); True when a new set was installed."""
+        ...
+
+    def cache_stats(self) -> dict[str, int]:
+        """Decision-cache counters for /_dsfw/health (empty when the engine keeps none)."""
+        ...
+
+    def close(self) -> "Deferred[None]":
+        """Release connections and threads at stop; fires when done."""
+        ...
+
     def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Any]":
         """Why ``data.<package>.allow`` is not true for ``input_doc``: a
         :class:`dsfw.policy.explain.Explanation` (the engine says so when it cannot tell)."""

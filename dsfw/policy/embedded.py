@@ -95,6 +95,10 @@ class EmbeddedEngine:
                      reason="a policy calls a built-in that depends on more than input and data")
         return DecisionCache(self._cache_size if deterministic else 0)
 
+    def close(self) -> Deferred:
+        """Nothing to release: the compiled policy lives in process."""
+        return succeed(None)
+
     def cache_stats(self) -> dict[str, int]:
         """Decision cache counters of the policy set in force (for /_dsfw/health)."""
         return {"hits": self._cache.hits, "misses": self._cache.misses, "bytes": self._cache.bytes}

@@ -137,6 +137,14 @@ class OpaEngine:
             return False
         return True
 
+    def reload_if_changed(self) -> bool:
+        """OPA watches its own policies; there is nothing here to poll."""
+        return False
+
+    def cache_stats(self) -> dict[str, int]:
+        """Every decision is OPA's: dsfw caches none."""
+        return {}
+
     def close(self) -> Deferred:
         """Close the pooled connections; fires when they are closed."""
         return self._pool.closeCachedConnections()
