@@ -120,7 +120,8 @@ _CLIENT = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b"GET /v1.41/containers/json HTTP/1.1\\r\\nHost: d\\r\\nConnection: close\\r\\n\\r\\n")
+path = sys.argv[2] if len(sys.argv) > 2 else "/v1.41/containers/json"
+s.sendall(b"GET " + path.encode() + b" HTTP/1.1\\r\\nHost: d\\r\\nConnection: close\\r\\n\\r\\n")
 data = b""
 while True:
     chunk = s.recv(65536)
@@ -151,6 +152,29 @@ def test_the_same_request_is_allowed_for_root_and_denied_for_another_uid(dsfw_fa
     assert as_nobody.stdout.startswith("HTTP/1.1 403"), as_nobody.stdout[:300] + as_nobody.stderr
     assert "uid 65534 may not list containers" in as_nobody.stdout
     assert "peer_uid=65534" in proxy.log_text()
+
+
+def test_shipped_policies_give_health_to_everyone_and_metrics_to_root(dsfw_factory):
+    """dsfw's endpoints are decided by the policy like any request, then answered by dsfw."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs root and a system python3 to run a client as another uid")
+    nogroup = 65534
+    shared = tempfile.mkdtemp(prefix="dsfw-peer-")
+    os.chmod(shared, 0o755)
+    proxy = dsfw_factory(SHIPPED_POLICIES, "--socket-group", str(nogroup),
+                         host=os.path.join(shared, "dsfw.sock"))
+
+    def get(path, **user):
+        return subprocess.run(["/usr/bin/python3", "-c", _CLIENT, proxy.socket, path],
+                              capture_output=True, text=True, timeout=20, **user).stdout
+    nobody = dict(user=65534, group=nogroup, extra_groups=[nogroup])
+    assert get("/_dsfw/health", **nobody).startswith("HTTP/1.1 200")
+    refused = get("/_dsfw/metrics", **nobody)
+    assert refused.startswith("HTTP/1.1 403") and "reserved to root" in refused, refused[:300]
+    assert "dsfw_requests_total" not in refused
+    allowed = get("/v1.41/_dsfw/metrics")
+    assert allowed.startswith("HTTP/1.1 200") and 'outcome="denied"} 1' in allowed, allowed[:500]
+    assert 'endpoint="/_dsfw/metrics",outcome="denied"} 1' in allowed
 
 
 def test_the_socket_is_never_world_writable(dsfw_factory):

@@ -89,6 +89,20 @@ class ShippedPolicyTests(EmbeddedTestCase):
             self.assertEqual(decision.engine, "embedded")
             self.assertEqual(decision.revision, self.e.revision())
 
+    def test_dsfw_health_for_everyone_metrics_for_root(self):
+        alice = {"Uid": 1000, "Gid": 1000, "User": "alice", "Group": "dev", "Pid": 1}
+        root = {**alice, "Uid": 0, "User": "root"}
+
+        def decide(path, peer):
+            doc = {"Method": "GET", "Path": path + "?", "PathPlain": path}
+            return self.decide(self.e, {**doc, "Peer": peer} if peer else doc)
+        self.assertTrue(decide("/_dsfw/health", alice).allowed)
+        self.assertTrue(decide("/_dsfw/metrics", root).allowed)
+        for peer in (alice, None):
+            decision = decide("/_dsfw/metrics", peer)
+            self.assertFalse(decision.allowed)
+            self.assertEqual(decision.message(), "dsfw metrics are reserved to root")
+
     def test_build_of_node_denied(self):
         for line in ("FROM node", "FROM node:18", "from node AS build",
                      "FROM --platform=linux/amd64 docker.io/library/node@sha256:ab"):

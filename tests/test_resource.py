@@ -95,6 +95,13 @@ class RefusalTests(ResourceCase):
         self.channel.dataReceived(post_json(b"/containers/create", body))
         self.assertEqual(self.dockerd.acquired, 1)
 
+    def test_limit_can_be_raised_above_16_mib(self):
+        self.make(max_json_body=24 << 20)
+        body = b'{"Image":"busybox","Env":["A=%s"]}' % (b"x" * (17 << 20))
+        self.channel.dataReceived(post_json(b"/containers/create", body))
+        self.assertEqual(self.dockerd.acquired, 1, self.client.value()[:200])
+        self.assertEqual(self.engine.inputs[0][1]["Body"]["Env"][0][:4], "A=xx")
+
     def test_absolute_form_is_400(self):
         self.assert_refused(b"GET http://docker/v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n", 400,
                             "origin-form")

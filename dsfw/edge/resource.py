@@ -57,6 +57,12 @@ def _upgrade_of(request) -> str | None:
     return value
 
 
+def _failure_outcome(exc: BaseException) -> str:
+    """The metrics outcome of a request that ended in ``exc`` (one outcome per request)."""
+    status = getattr(exc, "status", 500)
+    return "denied" if status == 403 else "bad_request" if 400 <= status < 500 else "error"
+
+
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
     """A complete answer from dsfw itself (errors, its own endpoints)."""
     request.setResponseCode(status)
@@ -117,6 +123,7 @@ class FirewallResource(Resource):
         hijack_token = None
         context = None
         req = None
+        outcome = None  # counted once, when the request is over
         try:
             if self.inflight.draining:
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
@@ -126,9 +133,6 @@ class FirewallResource(Resource):
                 # the original firewall's first line; the target as canonicalized and redacted
                 bound.debug("request.received", target=redact_input(
                     {"Path": req.target.policy_path(), "Query": req.target.query_dict()})["Path"])
-            if req.route.admin:
-                await self._answer_admin(request, req)
-                return
             stream = request.content if req.stream_body else None
             length = _body_size(stream) if stream is not None else None
             build_fields = None
@@ -150,7 +154,10 @@ class FirewallResource(Resource):
             await self._decide(bound, AUTHZ, doc, started)
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
-            self.metrics.count("allowed", req.method, req.route)
+            outcome = "allowed"
+            if req.route.admin:  # decided like any request, answered by dsfw itself
+                await self._answer_admin(request, req)
+                return
             may_hijack = req.route.hijack
             if may_hijack:
                 hijack_token = self.inflight.begin(self._abort_request(request))
@@ -168,10 +175,12 @@ class FirewallResource(Resource):
         except Exception as e:  # every failure is a refusal
             if hijack_token is not None:
                 self.inflight.end(hijack_token)
-            self._count_failure(e, req)
+            outcome = _failure_outcome(e)
             self._refuse(request, e, bound)
         finally:
             self.inflight.end(token)
+            if outcome is not None:
+                self.metrics.count(outcome, *((req.method, req.route) if req else ()))
             if context is not None:
                 context.close()
 
@@ -184,15 +193,6 @@ class FirewallResource(Resource):
             peer = self._peer_identity(channel.transport)
             channel.dsfw_peer = peer
         return peer
-
-    def _count_failure(self, exc: BaseException, req: CanonicalRequest | None) -> None:
-        status = getattr(exc, "status", 500)
-        outcome = ("denied" if status == 403 else "bad_request" if 400 <= status < 500
-                   else "error")
-        if req is None:
-            self.metrics.count(outcome)
-        else:
-            self.metrics.count(outcome, req.method, req.route)
 
     async def _answer_admin(self, request, req: CanonicalRequest) -> None:
         if self._admin is None:
@@ -207,7 +207,8 @@ class FirewallResource(Resource):
         except UnicodeDecodeError:
             raise BadRequest("request method is not ASCII") from None
         return canonical_request(method, request.uri, request.requestHeaders.getAllRawHeaders(),
-                                 lambda: self._json_body(request), _upgrade_of(request))
+                                 lambda: self._json_body(request), _upgrade_of(request),
+                                 max_json_body=self._max_json_body)
 
     def _json_body(self, request) -> bytes:
         size = _body_size(request.content)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from dsfw import routes
-from dsfw.input.body import canonical_json_body, check_content_type
+from dsfw.input.body import DEFAULT_MAX_BODY_BYTES, canonical_json_body, check_content_type
 from dsfw.input.path import CanonicalTarget, canonical_target
 from dsfw.errors import BadRequest
 
@@ -100,7 +100,8 @@ class CanonicalRequest:
 
 def canonical_request(method: str, raw_target: bytes,
                       raw_headers: Iterable[tuple[bytes, list[bytes]]],
-                      read_body: Callable[[], bytes], upgrade: str | None = None) -> CanonicalRequest:
+                      read_body: Callable[[], bytes], upgrade: str | None = None,
+                      max_json_body: int = DEFAULT_MAX_BODY_BYTES) -> CanonicalRequest:
     """One client request in the form dsfw decides and forwards; the daemon and ``dsfw eval`` share it.
 
     ``read_body`` is only called for endpoints whose body dockerd may decode as
@@ -123,7 +124,8 @@ def canonical_request(method: str, raw_target: bytes,
     if route.body != routes.JSON:
         return CanonicalRequest(method, target, headers, upgrade=upgrade, route=route)
     body, json_body = canonical_json_body(route.json_schema(target.version), target.version,
-                                          read_body(), what=f"{method} {target.plain_path}")
+                                          read_body(), max_bytes=max_json_body,
+                                          what=f"{method} {target.plain_path}")
     if json_body is not None:
         headers = tuple(sorted([(k, v) for k, v in headers if k != "Content-Type"]
                                + [("Content-Type", "application/json")]))

@@ -12,7 +12,13 @@ from dsfw.routes import Route
 
 
 class Metrics:
-    """Request counters by outcome and endpoint; cheap enough for every request."""
+    """Request counters by outcome and endpoint; cheap enough for every request.
+
+    Each request has one outcome: ``allowed`` (the policy allowed it and
+    dockerd's answer was relayed, or dsfw answered it), ``denied``,
+    ``bad_request``, or ``error`` (the engine failed, or dockerd failed after
+    an allow).
+    """
 
     OUTCOMES = ("allowed", "denied", "bad_request", "error")
 

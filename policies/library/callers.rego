@@ -47,11 +47,5 @@ deny contains msg if {
 	input.Method in methods
 	regex.match(pattern, input.PathPlain)
 	not data.dsfw.library.common.caller_in(spec)
-	msg := sprintf("%s is reserved to %s; you are %s (data.library.callers.%s)", [what, _who(spec), common.caller, action])
+	msg := sprintf("%s is reserved to %s; you are %s (data.library.callers.%s)", [what, data.dsfw.library.common.callers_named(spec), common.caller, action])
 }
-
-_who(spec) := text if {
-	names := [sprintf("%s %v", [field, v]) | some field in ["users", "groups", "uids", "gids"]; values := object.get(spec, field, []); is_array(values); some v in values]
-	count(names) > 0
-	text := concat(", ", names)
-} else := "nobody"

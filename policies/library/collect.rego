@@ -53,3 +53,8 @@ deny contains msg if {
 	common.enabled
 	some msg in data.dsfw.library.users.deny
 }
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.admin.deny
+}

@@ -80,6 +80,13 @@ caller_in(spec) if {
 # (data.library.<name>.exempt).
 exempt(name) if caller_in(setting(name, "exempt", {}))
 
+# The callers a spec names, for messages: "groups ci, uids 0"; "nobody" if none.
+callers_named(spec) := text if {
+	names := [sprintf("%s %v", [field, v]) | some field in ["users", "groups", "uids", "gids"]; values := object.get(spec, field, []); is_array(values); some v in values]
+	count(names) > 0
+	text := concat(", ", names)
+} else := "nobody"
+
 # The caller, for messages: "user alice (uid 1000), group dev (gid 1000)".
 caller := sprintf("user %v (uid %v), group %v (gid %v)", [p.User, p.Uid, p.Group, p.Gid]) if {
 	p := input.Peer

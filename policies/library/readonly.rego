@@ -45,6 +45,12 @@ readonly_request if {
 	regex.match(pattern, input.PathPlain)
 }
 
+# dsfw's own endpoints (answered by dsfw; admin.rego says who may read them)
+readonly_request if {
+	input.Method in {"GET", "HEAD"}
+	input.PathPlain in {"/_dsfw/health", "/_dsfw/metrics"}
+}
+
 allow if {
 	common.enabled
 	readonly_request
