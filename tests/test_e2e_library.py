@@ -291,3 +291,65 @@ def test_exec_as_root_is_refused(defaults, cleanup):
             "running a exec as root is not allowed")
     assert ok(docker_cli(defaults.socket, "exec", name, "id", "-u")).strip() == "1000"
     assert ok(docker_cli(defaults.socket, "run", "--rm", TEST_IMAGE, "id", "-u")).strip() == "0"
+
+
+# --- host paths judged again when dockerd mounts them --------------------------------------
+
+def never_started(name: str) -> None:
+    state = ok(direct("container", "inspect", "--format", "{{.State.Running}} {{.State.StartedAt}}",
+                      name)).split()
+    assert state[0] == "false" and state[1].startswith("0001-01-01"), state
+
+
+def test_bind_swapped_for_a_symlink_is_refused_at_start(fw, cleanup, allowed_dir):
+    """The issue's scenario: /allowed/x is a directory at create, a link to /etc at start."""
+    (allowed_dir / "x").mkdir()
+    victim = cleanup("container", unique_name())
+    ok(docker_cli(fw.socket, "create", "--name", victim, "-v", f"{allowed_dir}/x:/data",
+                  TEST_IMAGE, "cat", "/data/passwd"))
+    # another allowed container, which mounts the allowed directory, swaps x for a link
+    swapper = cleanup("container", unique_name())
+    ok(docker_cli(fw.socket, "run", "--name", swapper, "-v", f"{allowed_dir}:/a", TEST_IMAGE,
+                  "sh", "-c", "rmdir /a/x && ln -s /etc /a/x"))
+    assert os.path.islink(allowed_dir / "x")
+    refused(docker_cli(fw.socket, "start", "-a", victim), "host path /etc cannot be mounted")
+    never_started(victim)
+    r = docker_cli(fw.socket, "cp", f"{victim}:/data/passwd", "-")
+    refused(r, f"host path {allowed_dir}/x is a symbolic link or passes through one (to /etc)")
+    # the same container once x is a directory again
+    (allowed_dir / "x").unlink()
+    (allowed_dir / "x").mkdir()
+    (allowed_dir / "x" / "passwd").write_text("not the host's\n")
+    assert ok(docker_cli(fw.socket, "start", "-a", victim)) == "not the host's\n"
+
+
+def test_link_inside_the_allowed_path_is_refused_at_create(fw, cleanup, allowed_dir):
+    (allowed_dir / "real").mkdir()
+    os.symlink(allowed_dir / "real", allowed_dir / "link")
+    name = cleanup("container", unique_name())
+    refused(docker_cli(fw.socket, "create", "--name", name, "-v", f"{allowed_dir}/link:/data",
+                       TEST_IMAGE, "true"),
+            f"host path {allowed_dir}/link is a symbolic link or passes through one")
+    assert_no_container(name)
+
+
+def test_mounts_made_outside_dsfw_are_judged_at_start(dsfw_factory, tmp_path, cleanup):
+    """--volumes-from (when allowed) and named volumes with host options, stored before."""
+    lenient = dsfw_factory(compose(tmp_path, "allow_all.rego", {
+        "images": {"allowed": [TEST_IMAGE.split(":")[0]]}, "mounts": {"allow_volumes_from": True}}))
+    source = cleanup("container", unique_name())
+    ok(direct("create", "--name", source, "-v", "/etc:/host-etc:ro", TEST_IMAGE, "true"))
+    inherits = cleanup("container", unique_name())
+    ok(docker_cli(lenient.socket, "create", "--name", inherits, "--volumes-from", source,
+                  TEST_IMAGE, "cat", "/host-etc/hostname"))
+    refused(docker_cli(lenient.socket, "start", inherits), "host path /etc cannot be mounted")
+    never_started(inherits)
+
+    volume = cleanup("volume", unique_name("dsfw-e2e-vol"))
+    ok(direct("volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", "device=/etc",
+              volume))
+    user = cleanup("container", unique_name())
+    ok(docker_cli(lenient.socket, "create", "--name", user, "-v", f"{volume}:/v", TEST_IMAGE,
+                  "true"))
+    refused(docker_cli(lenient.socket, "restart", user), "host path /etc cannot be mounted")
+    never_started(user)

@@ -109,6 +109,28 @@ class _Mounts:
                 "LocalVolumes": self.volumes}
 
 
+def stored_mount_facts(mounts: Any, volumes: dict[str, Any],
+                       resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
+    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes`` of what a stored container mounts.
+
+    ``mounts`` is the ``Mounts`` list of dockerd's container inspect answer
+    (binds, named volumes, and what ``--volumes-from`` copied), ``volumes``
+    each named volume's inspect answer (``Driver``, ``Options``) or None.
+    Resolved now: dockerd resolves bind sources when it mounts, not at create.
+    """
+    out = _Mounts(resolve)
+    for mount in mounts if isinstance(mounts, list) else ():
+        if not isinstance(mount, dict):
+            continue
+        if mount.get("Type") == "bind":
+            out.add(mount.get("Source"))
+        elif mount.get("Type") == "volume":
+            volume = volumes.get(mount.get("Name"))
+            if isinstance(volume, dict):
+                out.add_volume(mount.get("Name"), volume.get("Driver"), volume.get("Options"))
+    return out.facts()
+
+
 def _caps(value: Any) -> list[str]:
     return [canonical_capability(c) for c in value or () if isinstance(c, str)]
 

@@ -2,9 +2,9 @@
 
 :func:`identity` turns dockerd's inspect answer into the small document the
 policy sees -- the same shape for every kind (``Kind``, ``ID``, ``Name``,
-``Names``, ``Labels``, ``Owner``), plus a container's image and stored
-``HostConfig`` (so a policy can judge its bind mounts again when it is
-started) and an exec instance's container.  :class:`TargetResolver` asks
+``Names``, ``Labels``, ``Owner``), plus a container's image, stored
+``HostConfig`` and ``Mounts`` (so its host paths can be judged again when it
+is started, :mod:`dsfw.scope.mounts`) and an exec instance's container.  :class:`TargetResolver` asks
 dockerd through the edge's pool, remembers answers in a
 :class:`~dsfw.scope.cache.TargetCache` while the event watcher is connected
 (and only then), and fails closed: anything but an answer or dockerd's own
@@ -84,7 +84,8 @@ def identity(kind: str, answer: Any) -> dict[str, Any]:
         name = str(answer.get("Name") or "").lstrip("/")
         return _doc(kind, answer.get("Id"), name, [name] if name else [], config.get("Labels"),
                     Image=config.get("Image"), ImageID=answer.get("Image"),
-                    HostConfig=answer.get("HostConfig") or {})
+                    HostConfig=answer.get("HostConfig") or {},
+                    Mounts=answer.get("Mounts") or [])
     if kind == "image":
         config = answer.get("Config") if isinstance(answer.get("Config"), dict) else {}
         tags = answer.get("RepoTags") or []

@@ -2,7 +2,8 @@
 #
 # Uses the derived input.BindMounts: every host path the request would mount
 # (-v /x:/y, --mount type=bind, host paths in local volumes' options, swarm
-# service mounts, legacy start bodies),
+# service mounts, legacy start bodies; at start, restart and archive
+# requests, what the stored container really mounts, looked up again),
 # cleaned and with symlinks resolved on the dsfw host. So write
 # allowed_host_paths as resolved paths (/run, not /var/run when /var/run is
 # a link to /run).
@@ -20,7 +21,8 @@
 # host directories...): only allowed_volume_types may be mounted.
 #
 # --volumes-from gives a container another container's mounts, which the
-# create request does not show: refused unless allow_volumes_from.
+# create request does not show: refused unless allow_volumes_from (the
+# inherited mounts are then judged when the container starts).
 #
 # data.library.mounts:
 #   allowed_host_paths: [/srv/shared, /tmp/builds]   # each allows itself and everything below
