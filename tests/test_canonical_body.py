@@ -47,7 +47,7 @@ def test_keys_are_renamed_as_go_matches_them():
 
 @pytest.mark.parametrize("key", ["Bind\u017f", "bind\u017f", "\u017fecurityOpt"])
 def test_long_s_folds_to_s_as_in_go(key):
-    body = create({"Image": "x", "HostConfig": {key: ["a"]}})
+    body = create({"Image": "x", "HostConfig": {key: ["no-new-privileges"]}})
     assert list(body["HostConfig"]) == [T.HOST_CONFIG.lookup(key).key]
 
 
@@ -202,7 +202,7 @@ def test_service_spec():
         "mode": {"replicated": {"replicas": 2}}, "updateconfig": {"maxfailureratio": 0.5}}).encode())
     assert v == {"Name": "s", "Labels": {"A": "b"}, "TaskTemplate": {
         "ContainerSpec": {"Image": "x", "TTY": True, "Mounts": [
-            {"Type": "bind", "Source": "/etc", "Target": "/e"}], "CapabilityAdd": ["sys_admin"]},
+            {"Type": "bind", "Source": "/etc", "Target": "/e"}], "CapabilityAdd": ["SYS_ADMIN"]},
         "PluginSpec": {"name": "p"}},  # protobuf json tags are lower case
         "Mode": {"Replicated": {"Replicas": 2}}, "UpdateConfig": {"MaxFailureRatio": 0.5}}
     with pytest.raises(BadRequest, match="ambiguous"):

@@ -3,11 +3,11 @@
 "Does this request put a host path into a container?" has more answers than
 ``HostConfig.Binds``: ``HostConfig.Mounts`` of type bind, volume mounts or
 volume creations that ask the ``local`` driver to mount a host ``device``,
-the pre-1.24 start body, and swarm services' ``ContainerSpec.Mounts``.  Capability names come in many spellings
-(``sys_admin``, ``SYS_ADMIN``, ``CAP_SYS_ADMIN``) that dockerd normalizes
-only when it starts the container.  A policy that misses one spelling or one
-place is a bypass, so dsfw derives these facts once, from the canonical body
-(the same document dockerd receives), and puts them in the input document.
+the pre-1.24 start body, and swarm services' ``ContainerSpec.Mounts``.  A
+policy that misses one place is a bypass, so dsfw derives these facts once,
+from the canonical body (the same document dockerd receives, its paths
+already cleaned and its capabilities in one spelling by
+:mod:`dsfw.input.values`), and puts them in the input document.
 
 Host paths are cleaned and their symlinks resolved on this host, as
 opa-docker-authz does for its ``BindMounts``: a policy denying ``/etc`` must
@@ -19,29 +19,20 @@ are described in ``LocalVolumes`` (see :mod:`dsfw.input.volumes`).
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import Any, Callable
 
 from dsfw import routes
 from dsfw.input.path import go_clean_path
+from dsfw.input.values import go_clean, go_upper
 from dsfw.input.volumes import local_volume
 
 
-def go_upper(s: str) -> str:
-    """Go's ``strings.ToUpper``: per-character simple mapping (``ß`` stays ``ß``)."""
-    out = []
-    for ch in s:
-        up = ch.upper()
-        out.append(up if len(up) == 1 else ch)
-    return "".join(out)
+def capability_fact(name: str) -> str:
+    """A capability as ``input.CapAdd`` shows it: moby's ``NormalizeLegacyCapabilities`` form.
 
-
-def canonical_capability(name: str) -> str:
-    """One spelling per capability, as moby's ``caps.NormalizeLegacyCapabilities``.
-
-    Upper-cased (Go's rules, so ``ſys_admin`` is ``SYS_ADMIN`` as dockerd reads
-    it), ``CAP_`` prefixed, except ``ALL``.  Unknown names are left in that
-    form; dockerd refuses them when the container starts.
+    The canonical body spells capabilities as Docker's documentation does
+    (``SYS_ADMIN``); the derived fact keeps the kernel's name
+    (``CAP_SYS_ADMIN``), as it always has, and ``ALL``.
     """
     up = go_upper(name)
     if up == "ALL" or up.startswith("CAP_"):
@@ -50,7 +41,8 @@ def canonical_capability(name: str) -> str:
 
 
 def _host_path(path: str, resolve: Callable[[str], str]) -> str:
-    return resolve(posixpath.normpath(path))
+    # Go's Clean, not normpath: normpath keeps a leading "//".
+    return resolve(go_clean(path))
 
 
 class _Mounts:
@@ -132,7 +124,7 @@ def stored_mount_facts(mounts: Any, volumes: dict[str, Any],
 
 
 def _caps(value: Any) -> list[str]:
-    return [canonical_capability(c) for c in value or () if isinstance(c, str)]
+    return [capability_fact(c) for c in value or () if isinstance(c, str)]
 
 
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:

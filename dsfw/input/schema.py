@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsfw.input import types as T
+from dsfw.input import values as V
 from dsfw.errors import BadRequest
 
 # dockerd's answer when a request carries no /vX.Y prefix.
@@ -188,13 +189,26 @@ def canonical_start_body(value: Any, version: str | None) -> dict[str, Any]:
 
 
 def canonical_document(schema: Any, version: str | None, value: Any) -> Any:
-    """The body as dockerd will decode it into ``schema`` (a route's, see :mod:`dsfw.routes`)."""
+    """The body as dockerd will decode it into ``schema`` (a route's, see :mod:`dsfw.routes`).
+
+    First the shape Go's decoder gives it, then the values in the one spelling
+    dockerd normalizes them to (:mod:`dsfw.input.values`).
+    """
     if schema is None:
         return value
     if schema == "container":
-        return canonical_container_config(value, version)
+        return V.canonical_container_values(canonical_container_config(value, version))
     if schema == "start":
-        return canonical_start_body(value, version)
+        return V.canonical_container_values(canonical_start_body(value, version))
     if isinstance(schema, T.Struct):
-        return canonical_struct(value, schema, "")[0]
+        doc = canonical_struct(value, schema, "")[0]
+        rewrite = _VALUES.get(schema.name)
+        return rewrite(doc) if rewrite is not None else doc
     return canonical_value(value, schema, "body")
+
+
+_VALUES = {
+    T.EXEC_CONFIG.name: V.canonical_exec_values,
+    T.VOLUME_CREATE_BODY.name: V.canonical_volume_values,
+    T.SERVICE_SPEC.name: V.canonical_service_values,
+}
