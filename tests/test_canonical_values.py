@@ -222,6 +222,27 @@ def test_unclean_device_paths_are_refused(path):
         host_config(Devices=[{"PathOnHost": path, "PathInContainer": "/dev/x"}])
 
 
+@pytest.mark.parametrize("binding,canonical", [
+    ({"HostIp": "::ffff:127.0.0.1", "HostPort": "08080"}, {"HostIp": "127.0.0.1", "HostPort": "8080"}),
+    ({"HostIp": "0:0::1", "HostPort": "8080-8080"}, {"HostIp": "::1", "HostPort": "8080"}),
+    ({"HostIp": "", "HostPort": "8080/udp"}, {"HostIp": "", "HostPort": "8080"}),
+    ({"HostPort": "0"}, {"HostPort": ""}), ({"HostPort": "/80"}, {"HostPort": ""}),
+    ({"HostPort": "8000-08010-x"}, {"HostPort": "8000-8010"}),
+    ({"HostPort": "+80"}, {"HostPort": "+80"}),  # dockerd refuses it
+])
+def test_port_bindings_as_dockerd_reads_them(binding, canonical):
+    hc = host_config(PortBindings={"80/tcp": [binding], "080": None})
+    assert hc["PortBindings"] == {"80/tcp": [canonical], "080": None}
+
+
+@pytest.mark.parametrize("ip", ["127.000.000.001", "127.0.0.1 ", "localhost", "fe80::1%eth0",
+                                "127.1", "0x7f.0.0.1"])
+def test_host_ips_go_cannot_parse_are_refused(ip):
+    # net.ParseIP gives nil for them, and nil publishes on every interface
+    with pytest.raises(BadRequest, match="every interface"):
+        host_config(PortBindings={"80/tcp": [{"HostIp": ip, "HostPort": "8080"}]})
+
+
 def test_service_container_spec():
     body = canonicalize_body("POST", "/services/create", "1.41", json.dumps({
         "TaskTemplate": {"ContainerSpec": {"Image": "x", "User": "00", "Groups": ["000"],
@@ -274,6 +295,16 @@ deny contains "SYS_ADMIN" if "SYS_ADMIN" in input.Body.HostConfig.CapAdd
 deny contains "ALL" if "ALL" in input.Body.HostConfig.CapAdd
 deny contains "unconfined" if "seccomp=unconfined" in input.Body.HostConfig.SecurityOpt
 deny contains "root" if input.Body.User in {"0", "0:0"}
+deny contains "not loopback" if {
+    some bindings in input.Body.HostConfig.PortBindings
+    some b in bindings
+    b.HostIp != "127.0.0.1"
+}
+deny contains "port 22" if {
+    some bindings in input.Body.HostConfig.PortBindings
+    some b in bindings
+    b.HostPort == "22"
+}
 """
 
 
@@ -307,6 +338,10 @@ def natural(tmp_path_factory):
         lambda o: {"HostConfig": {"SecurityOpt": ["no-new-privileges", o]}}),
     st.from_regex(r"\A[+-]?0{1,4}(:([+-]?0{1,4})?)?\Z").map(lambda u: {"User": u}),
     st.sampled_from([":0", ":", "0:", "0:0:x", ":00"]).map(lambda u: {"User": u}),
+    st.sampled_from(["127.000.000.001", "127.0.0.01", "127.1", "0177.0.0.1"]).map(
+        lambda ip: {"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": ip}]}}}),
+    st.sampled_from(["022", "22-22", "22/udp", "0022-22-x"]).map(lambda p: {"HostConfig": {
+        "PortBindings": {"80/tcp": [{"HostIp": "::ffff:127.0.0.1", "HostPort": p}]}}}),
 ))
 def test_natural_policy_holds_against_every_spelling(natural, extra):
     body = {"Image": "x", "Cmd": ["true"], **extra}
@@ -318,6 +353,7 @@ def test_natural_policy_holds_against_every_spelling(natural, extra):
     {"HostConfig": {"CapAdd": ["NET_ADMIN", "cap_chown"], "CapDrop": ["ALL"]}},
     {"HostConfig": {"SecurityOpt": ["no-new-privileges", "apparmor=docker-default"]}},
     {"User": "1000:1000"}, {"User": "root"},  # names are the image's business
+    {"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "::ffff:127.0.0.1", "HostPort": "8022"}]}}},
 ])
 def test_natural_policy_allows_the_ordinary(natural, extra):
     assert natural({"Image": "x", "Cmd": ["true"], **extra}) == "allowed"

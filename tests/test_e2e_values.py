@@ -10,7 +10,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+from typing import Iterator
 
 import pytest
 
@@ -18,6 +21,7 @@ from e2e_support import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, uniqu
 from test_canonical_dockerd import docker, send
 from test_canonical_values import NATURAL_POLICY
 
+from dsfw.errors import BadRequest
 from dsfw.input.body import canonicalize_body
 
 pytestmark = pytest.mark.requires_docker
@@ -39,21 +43,28 @@ def _normalized(output: str) -> list[str]:
     return head.splitlines() + sorted(mounts.splitlines()) + tail.splitlines()
 
 
-def run_direct(body: dict) -> list[str]:
-    """Create, start and wait for a container straight on dockerd; its probe output."""
-    body = {**body, "Image": TEST_IMAGE, "Cmd": ["sh", "-c", PROBE], "Tty": True}
-    status, data = docker("POST", "/v1.41/containers/create", json.dumps(body).encode())
+@contextlib.contextmanager
+def started(body: dict) -> Iterator[str]:
+    """A container created and started straight on dockerd; removed on exit."""
+    status, data = docker("POST", "/v1.41/containers/create",
+                          json.dumps({**body, "Image": TEST_IMAGE}).encode())
     assert status == 201, data
     cid = json.loads(data)["Id"]
     try:
         status, data = docker("POST", f"/v1.41/containers/{cid}/start")
         assert status == 204, data
+        yield cid
+    finally:
+        docker("DELETE", f"/v1.41/containers/{cid}?force=1")
+
+
+def run_direct(body: dict) -> list[str]:
+    """The probe's output from a container run straight on dockerd."""
+    with started({**body, "Cmd": ["sh", "-c", PROBE], "Tty": True}) as cid:
         status, data = docker("POST", f"/v1.41/containers/{cid}/wait")
         assert status == 200 and json.loads(data)["StatusCode"] == 0, data
         status, data = docker("GET", f"/v1.41/containers/{cid}/logs?stdout=1&stderr=1")
         return _normalized(data.decode())
-    finally:
-        docker("DELETE", f"/v1.41/containers/{cid}?force=1")
 
 
 @pytest.mark.parametrize("hc,user", [
@@ -105,6 +116,42 @@ def test_a_bind_device_volume_mounts_the_same_when_cleaned():
                                             for line in outputs[0])
 
 
+def _published(body: dict) -> dict:
+    """What dockerd really published for a started container (NetworkSettings.Ports)."""
+    with started({**body, "Cmd": ["sleep", "30"], "ExposedPorts": {"80/tcp": {}}}) as cid:
+        return json.loads(docker("GET", f"/v1.41/containers/{cid}/json")[1])["NetworkSettings"]["Ports"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_published_ports_are_the_same_when_forwarded():
+    port = _free_port()
+    for binding in ({"HostIp": "::ffff:127.0.0.1", "HostPort": f"0{port}"},
+                    {"HostIp": "0:0:0:0:0:ffff:7f00:1", "HostPort": f"{port}-{port}/udp"}):
+        body = {"HostConfig": {"PortBindings": {"80/tcp": [binding]}}}
+        canonical, _ = canonicalize_body("POST", "/containers/create", "1.41",
+                                         json.dumps({"Image": TEST_IMAGE, **body}).encode())
+        assert canonical["HostConfig"]["PortBindings"] == {
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        raw_effect = _published(body)
+        assert raw_effect == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        assert _published({"HostConfig": canonical["HostConfig"]}) == raw_effect
+
+
+def test_an_unparsable_host_ip_publishes_everywhere_so_it_is_refused():
+    body = {"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.000.000.001",
+                                                        "HostPort": str(_free_port())}]}}}
+    ips = {b["HostIp"] for b in _published(body)["80/tcp"]}
+    assert ips <= {"0.0.0.0", "::"} and "0.0.0.0" in ips  # not loopback at all
+    with pytest.raises(BadRequest, match="every interface"):
+        canonicalize_body("POST", "/containers/create", "1.41",
+                          json.dumps({"Image": TEST_IMAGE, **body}).encode())
+
+
 # --- through dsfw -----------------------------------------------------------------------
 
 @pytest.fixture
@@ -135,6 +182,7 @@ CLI_SPELLINGS = [  # documented first, then what the docker CLI also lets a user
     ["--security-opt", "seccomp=unconfined"], ["--security-opt", "seccomp:unconfined"],
     ["--user", "0"], ["--user", "00"], ["--user", "0:00"], ["--user", "000:0"],
     ["--user", "+0"], ["--user", ":0"],
+    ["-p", "127.0.0.1:22:80"], ["-p", "127.0.0.1:022:80"], ["-p", "8080:80"],
 ]
 
 
@@ -147,7 +195,8 @@ def test_natural_policy_refuses_every_cli_spelling(tmp_path, dsfw_factory, creat
         assert done.returncode != 0 and "dsfw" in done.stderr, (args, done.stdout, done.stderr)
         assert not _exists(name), args
     for args in (["-v", "/tmp:/t"], ["-v", "/etc/hostname:/h:ro"], ["--cap-add", "NET_ADMIN"],
-                 ["--user", "1000"], ["--security-opt", "no-new-privileges"]):
+                 ["--user", "1000"], ["--security-opt", "no-new-privileges"],
+                 ["-p", "127.0.0.1:8022:80"]):
         name = unique_name("dsfw-val")
         created.append(name)
         done = docker_cli(proc.socket, "create", "--name", name, *args, TEST_IMAGE, "true")
@@ -164,6 +213,10 @@ RAW_SPELLINGS = [  # what no CLI flag produces, but the API accepts
     {"HostConfig": {"SecurityOpt": ["no-new-privileges:true", "seccomp:unconfined"]}},
     {"User": "-0"},
     {"User": "0:0:x"},
+    {"ExposedPorts": {"80/tcp": {}},
+     "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.000.000.001", "HostPort": "8080"}]}}},
+    {"ExposedPorts": {"80/tcp": {}},
+     "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "::ffff:127.0.0.1", "HostPort": "22/udp"}]}}},
 ]
 
 

@@ -13,6 +13,7 @@ docs/input.md lists every rewrite with its reason.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -377,6 +378,94 @@ def canonical_device(device: dict[str, Any], where: str) -> dict[str, Any]:
     return device
 
 
+# --- published ports -------------------------------------------------------------
+
+_PORT = re.compile(r"[0-9]+\Z")
+
+
+def go_ip(text: str) -> str | None:
+    """Go's ``net.ParseIP(text).String()``, or None where ParseIP gives nil.
+
+    Go 1.17+ refuses IPv4 octets with leading zeros and IPv6 zones; an
+    IPv4-mapped IPv6 address is the IPv4 address (the same 16 bytes).
+    """
+    if "%" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _port_number(text: str) -> int | None:
+    """``strconv.ParseUint(text, 10, 16)``."""
+    if not _PORT.match(text):
+        return None
+    n = int(text)
+    return n if n <= 0xFFFF else None
+
+
+def canonical_host_port(text: str) -> str:
+    """``HostPort`` as ``nat.NewPort(nat.SplitProtoPort(x)).Range()`` reads it.
+
+    A protocol suffix is ignored, numbers lose leading zeros, ``80-80`` is
+    ``80``, a third ``-`` part is ignored, and anything that reads as port 0
+    (``""``, ``0``, ``/80``) is ``""``: dockerd picks a free port.  A value
+    dockerd refuses is left for it to refuse.
+    """
+    parts = text.split("/")
+    port = parts[0]
+    if port == "":
+        return ""
+    if "-" in port:
+        pieces = port.split("-")
+        start, end = _port_number(pieces[0]), _port_number(pieces[1])
+    else:
+        start = end = _port_number(port)
+    if start is None or end is None or end < start:
+        return text
+    if start == end:
+        return str(start) if start else ""
+    return f"{start}-{end}"
+
+
+def canonical_port_bindings(bindings: dict[str, Any], where: str) -> dict[str, Any]:
+    """``PortBindings``: each ``HostIp`` as Go prints it, each ``HostPort`` as dockerd reads it.
+
+    ``HostIp`` goes through ``net.ParseIP``: a value it cannot parse gives
+    nil, which binds *every* interface -- ``127.000.000.001`` looks like
+    loopback to a policy and listens on ``0.0.0.0`` and ``::``.  Such values
+    are refused.  The keys (container ports) are left as sent: dockerd matches
+    them to ``ExposedPorts`` keys by their exact text.
+    """
+    out: dict[str, Any] = {}
+    for key, items in bindings.items():
+        if not isinstance(items, list):
+            out[key] = items
+            continue
+        rewritten = []
+        for i, binding in enumerate(items):
+            if not isinstance(binding, dict):
+                rewritten.append(binding)
+                continue
+            b = dict(binding)
+            if isinstance(b.get("HostIp"), str) and b["HostIp"] != "":
+                ip = go_ip(b["HostIp"])
+                if ip is None:
+                    raise BadRequest(f"{where}[{key!r}][{i}].HostIp: {b['HostIp']!r} is not an IP "
+                                     "address; dockerd would publish the port on every "
+                                     "interface (write \"\" if that is what you mean)")
+                b["HostIp"] = ip
+            if isinstance(b.get("HostPort"), str):
+                b["HostPort"] = canonical_host_port(b["HostPort"])
+            rewritten.append(b)
+        out[key] = rewritten
+    return out
+
+
 # --- documents ------------------------------------------------------------------
 
 
@@ -406,6 +495,8 @@ def canonical_host_config(hc: dict[str, Any], where: str = "HostConfig") -> dict
                           for i, d in enumerate(devices)]
     if (rules := _list(hc, "DeviceCgroupRules")) is not None:
         out["DeviceCgroupRules"] = [canonical_cgroup_rule(r) for r in rules]
+    if isinstance(hc.get("PortBindings"), dict):
+        out["PortBindings"] = canonical_port_bindings(hc["PortBindings"], f"{where}.PortBindings")
     return out
 
 
