@@ -83,8 +83,11 @@ def test_symlinks_are_resolved_on_this_host(tmp_path):
     ({"type": "none", "o": "bind", "device": "/srv"},
      {"Type": "none", "Device": "/srv", "Options": "bind", "Bind": True, "Paths": ["/srv"]},
      ["/srv"]),
-    ({"type": "ext4", "o": "rw,rbind", "device": "etc"},  # rbind: a bind, relative to dockerd's cwd
-     {"Type": "ext4", "Device": "etc", "Options": "rw,rbind", "Bind": True, "Paths": ["etc"]}, []),
+    ({"type": "ext4", "o": "rw,rbind", "device": "//srv/./"},  # rbind: a bind, cleaned
+     {"Type": "ext4", "Device": "/srv", "Options": "rw,rbind", "Bind": True, "Paths": ["/srv"]},
+     ["/srv"]),
+    ({"type": "ext4", "device": "dev/sda1"},  # not a bind: left as sent, for the policy
+     {"Type": "ext4", "Device": "dev/sda1", "Options": "", "Bind": False, "Paths": []}, []),
     ({"type": "proc", "device": "proc"},
      {"Type": "proc", "Device": "proc", "Options": "", "Bind": False, "Paths": []}, []),
     ({"type": "ext4", "device": "/dev/sda1"},
