@@ -24,7 +24,7 @@ pytestmark = requires_docker
 LIBRARY = REPO_ROOT / "policies" / "library"
 POLICIES = ["common.rego", "collect.rego", "collect_build.rego", "images.rego", "privileged.rego",
             "mounts.rego", "namespaces.rego", "network.rego", "users.rego", "plugins.rego",
-            "swarm.rego", "callers.rego"]
+            "swarm.rego", "stored.rego", "callers.rego"]
 
 
 def compose(tmp_path: Path, base: str, settings: dict) -> Path:
@@ -354,3 +354,20 @@ def test_mounts_made_outside_dsfw_are_judged_at_start(dsfw_factory, tmp_path, cl
                   "true"))
     refused(docker_cli(lenient.socket, "restart", user), "host path /etc cannot be mounted")
     never_started(user)
+
+
+def test_containers_made_beside_dsfw_are_judged_when_used(fw, cleanup):
+    """Created on dockerd's own socket with privileges: dsfw's callers may not start or enter them."""
+    pid_host = cleanup("container", unique_name())
+    ok(direct("create", "--name", pid_host, "--pid", "host", TEST_IMAGE, "true"))
+    refused(docker_cli(fw.socket, "start", pid_host),
+            f"container {pid_host} was created with settings you may not use, so you may not "
+            "start it: the host's pid namespace is not allowed")
+    never_started(pid_host)
+    admin = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", admin, "--cap-add", "SYS_ADMIN", TEST_IMAGE, "sleep", "60"))
+    refused(docker_cli(fw.socket, "exec", admin, "true"),
+            "so you may not run processes in it: capability CAP_SYS_ADMIN is not allowed")
+    plain = cleanup("container", unique_name())
+    ok(direct("create", "--name", plain, TEST_IMAGE, "echo", "plain"))
+    assert ok(docker_cli(fw.socket, "start", "-a", plain)) == "plain\n"

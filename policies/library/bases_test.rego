@@ -40,6 +40,9 @@ test_collect_plugins_swarm_users if {
 	root := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"Image": "busybox", "User": "0"}, "BindMounts": [], "CapAdd": [], "Privileged": false}
 	some m3 in data.docker.authz.deny with input as root with data.library as {"enabled": true}
 	startswith(m3, "running a container as root")
+	start := {"Method": "POST", "PathPlain": "/containers/c/start", "Route": "/containers/{id}/start", "Query": {}, "Target": {"Kind": "container", "Name": "c", "HostConfig": {"Privileged": true}}, "BindMounts": [], "CapAdd": [], "Privileged": false}
+	some m4 in data.docker.authz.deny with input as start with data.library as {"enabled": true}
+	startswith(m4, "container c was created with settings you may not use")
 }
 
 test_allow_all_base if {

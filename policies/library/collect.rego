@@ -58,3 +58,8 @@ deny contains msg if {
 	common.enabled
 	some msg in data.dsfw.library.admin.deny
 }
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.stored.deny
+}

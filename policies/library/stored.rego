@@ -1,0 +1,90 @@
+# Containers are judged again when someone starts them or runs a process in
+# them: the privileges and host namespaces they were created with, as dockerd
+# stored them (input.Target.HostConfig).
+#
+# A container can exist without the library having allowed it: made directly
+# on dockerd's socket, by a caller exempt from a policy, or before a rule was
+# added. Starting it, or `docker exec`/`attach` into it, gives the caller
+# those privileges -- a privileged container's shell is the host's root.
+# So for POST /containers/{id}/start, /restart, /exec, /attach and
+# GET /containers/{id}/attach/ws, the privileged and namespaces policies
+# decide the stored HostConfig as if it were a create by this caller (their
+# exempt settings apply). Host paths are judged again by mounts.rego through
+# the mount facts dsfw looks up for start and restart.
+#
+# No settings of its own.
+package dsfw.library.stored
+
+import rego.v1
+
+# route template → what the caller does to the container
+_acts := {
+	"/containers/{id}/start": "start it",
+	"/containers/{id}/restart": "restart it",
+	"/containers/{id}/exec": "run processes in it",
+	"/containers/{id}/attach": "attach to it",
+	"/containers/{id}/attach/ws": "attach to it",
+}
+
+_container := t if {
+	t := input.Target
+	is_object(t)
+	t.Kind == "container"
+	is_object(t.HostConfig)
+}
+
+# dockerd reports unset lists as null; a create body as dsfw shows it has no
+# nulls. It also stores its own default CgroupnsMode ("host" on cgroup v1),
+# which cannot be told from --cgroupns host: that one is judged at create only.
+_host_config := {k: v | some k, v in _container.HostConfig; v != null; k != "CgroupnsMode"}
+
+_act := _acts[input.Route]
+
+# dsfw's capability spelling (input.CapAdd), for the stored names as sent.
+_cap(c) := u if {
+	u := upper(c)
+	_canonical(u)
+}
+
+_cap(c) := concat("", ["CAP_", upper(c)]) if not _canonical(upper(c))
+
+_canonical(u) if u == "ALL"
+
+_canonical(u) if startswith(u, "CAP_")
+
+_stored_caps := c if {
+	c := _host_config.CapAdd
+	is_array(c)
+} else := []
+
+_peer := {"Peer": input.Peer} if input.Peer
+
+_peer := {} if not input.Peer
+
+_as_create := object.union(_peer, {
+	"Method": "POST",
+	"PathPlain": "/containers/create",
+	"Route": "/containers/create",
+	"Query": {},
+	"Body": {"Image": object.get(_container, "Image", ""), "HostConfig": _host_config},
+	"BindMounts": [],
+	"CapAdd": [_cap(c) | some c in _stored_caps; is_string(c)],
+	"CapDrop": [],
+	"Privileged": object.get(_host_config, "Privileged", false) == true,
+})
+
+_stored_denials contains msg if {
+	_act
+	some msg in data.dsfw.library.privileged.deny with input as _as_create
+}
+
+_stored_denials contains msg if {
+	_act
+	some msg in data.dsfw.library.namespaces.deny with input as _as_create
+}
+
+deny contains msg if {
+	some reason in _stored_denials
+	not startswith(reason, "dsfw library:") # settings problems are reported once, by their policy
+	msg := sprintf("container %s was created with settings you may not use, so you may not %s: %s", [_container.Name, _act, reason])
+}

@@ -1,0 +1,181 @@
+package dsfw.library.stored_test
+
+import rego.v1
+
+_target(hc) := {"Kind": "container", "ID": "c1", "Name": "web", "Image": "busybox", "HostConfig": hc, "Mounts": []}
+
+_on(route, path, hc) := {"Method": "POST", "PathPlain": path, "Route": route, "Query": {}, "Body": null, "Target": _target(hc), "BindMounts": [], "CapAdd": [], "Privileged": false}
+
+_deny(inp, cfg) := d if d := data.dsfw.library.stored.deny with input as inp with data.library as cfg
+
+test_privileged_container_cannot_be_started_or_entered if {
+	_deny(_on("/containers/{id}/start", "/containers/web/start", {"Privileged": true}), {}) == {"container web was created with settings you may not use, so you may not start it: privileged containers are not allowed: drop --privileged and add only the capabilities you need with --cap-add (allowed: see data.library.privileged.allowed_capabilities)"}
+	every route in ["/containers/{id}/restart", "/containers/{id}/exec", "/containers/{id}/attach", "/containers/{id}/attach/ws"] {
+		count(_deny(_on(route, "/containers/web/x", {"Privileged": true}), {})) == 1
+	}
+}
+
+test_stored_capabilities_and_namespaces if {
+	d := _deny(_on("/containers/{id}/exec", "/containers/web/exec", {"CapAdd": ["sys_admin"], "PidMode": "host"}), {})
+	count(d) == 2
+	"container web was created with settings you may not use, so you may not run processes in it: the host's pid namespace is not allowed: drop --pid host (HostConfig.PidMode)" in d
+	some msg in d
+	contains(msg, "capability CAP_SYS_ADMIN is not allowed")
+	count(_deny(_on("/containers/{id}/exec", "/containers/web/exec", {"CapAdd": ["CAP_CHOWN", "all"]}), {"privileged": {"allowed_capabilities": ["chown", "ALL"]}})) == 0
+}
+
+test_ordinary_containers_pass if {
+	count(_deny(_on("/containers/{id}/start", "/containers/web/start", {"NetworkMode": "default", "Privileged": false, "CapAdd": null}), {})) == 0
+	count(_deny(object.union(_on("/containers/{id}/stop", "/containers/web/stop", {"Privileged": true}), {}), {})) == 0
+	count(_deny({"Method": "POST", "PathPlain": "/containers/web/start", "Route": "/containers/{id}/start", "Query": {}, "Target": null}, {})) == 0
+}
+
+test_exempt_callers_may if {
+	inp := object.union(_on("/containers/{id}/start", "/containers/web/start", {"Privileged": true}), {"Peer": {"User": "ops", "Uid": 5, "Group": "ops", "Gid": 5}})
+	count(_deny(inp, {"privileged": {"exempt": {"users": ["ops"]}}})) == 0
+}
+
+test_settings_problems_are_not_repeated if {
+	d := _deny(_on("/containers/{id}/start", "/containers/web/start", {"Privileged": true}), {"privileged": {"allowed_capabilities": "ALL"}})
+	count(d) == 1
+}
+
+# HostConfigs as dockerd 20.10 stores them (docker inspect) for `docker create` and `docker create --privileged`.
+_stored_plain := {
+	"Binds": null,
+	"ContainerIDFile": "",
+	"LogConfig": {"Type": "json-file", "Config": {}},
+	"NetworkMode": "default",
+	"PortBindings": {},
+	"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+	"AutoRemove": false,
+	"VolumeDriver": "",
+	"VolumesFrom": null,
+	"ConsoleSize": [0, 0],
+	"CapAdd": null,
+	"CapDrop": null,
+	"CgroupnsMode": "host",
+	"Dns": [],
+	"DnsOptions": [],
+	"DnsSearch": [],
+	"ExtraHosts": null,
+	"GroupAdd": null,
+	"IpcMode": "private",
+	"Cgroup": "",
+	"Links": null,
+	"OomScoreAdj": 0,
+	"PidMode": "",
+	"Privileged": false,
+	"PublishAllPorts": false,
+	"ReadonlyRootfs": false,
+	"SecurityOpt": null,
+	"UTSMode": "",
+	"UsernsMode": "",
+	"ShmSize": 67108864,
+	"Runtime": "runc",
+	"Isolation": "",
+	"CpuShares": 0,
+	"Memory": 0,
+	"NanoCpus": 0,
+	"CgroupParent": "",
+	"BlkioWeight": 0,
+	"BlkioWeightDevice": [],
+	"BlkioDeviceReadBps": [],
+	"BlkioDeviceWriteBps": [],
+	"BlkioDeviceReadIOps": [],
+	"BlkioDeviceWriteIOps": [],
+	"CpuPeriod": 0,
+	"CpuQuota": 0,
+	"CpuRealtimePeriod": 0,
+	"CpuRealtimeRuntime": 0,
+	"CpusetCpus": "",
+	"CpusetMems": "",
+	"Devices": [],
+	"DeviceCgroupRules": null,
+	"DeviceRequests": null,
+	"MemoryReservation": 0,
+	"MemorySwap": 0,
+	"MemorySwappiness": null,
+	"OomKillDisable": false,
+	"PidsLimit": null,
+	"Ulimits": [],
+	"CpuCount": 0,
+	"CpuPercent": 0,
+	"IOMaximumIOps": 0,
+	"IOMaximumBandwidth": 0,
+	"MaskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+	"ReadonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+}
+
+_stored_privileged := {
+	"Binds": null,
+	"ContainerIDFile": "",
+	"LogConfig": {"Type": "json-file", "Config": {}},
+	"NetworkMode": "default",
+	"PortBindings": {},
+	"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+	"AutoRemove": false,
+	"VolumeDriver": "",
+	"VolumesFrom": null,
+	"ConsoleSize": [0, 0],
+	"CapAdd": null,
+	"CapDrop": null,
+	"CgroupnsMode": "host",
+	"Dns": [],
+	"DnsOptions": [],
+	"DnsSearch": [],
+	"ExtraHosts": null,
+	"GroupAdd": null,
+	"IpcMode": "private",
+	"Cgroup": "",
+	"Links": null,
+	"OomScoreAdj": 0,
+	"PidMode": "",
+	"Privileged": true,
+	"PublishAllPorts": false,
+	"ReadonlyRootfs": false,
+	"SecurityOpt": ["label=disable"],
+	"UTSMode": "",
+	"UsernsMode": "",
+	"ShmSize": 67108864,
+	"Runtime": "runc",
+	"Isolation": "",
+	"CpuShares": 0,
+	"Memory": 0,
+	"NanoCpus": 0,
+	"CgroupParent": "",
+	"BlkioWeight": 0,
+	"BlkioWeightDevice": [],
+	"BlkioDeviceReadBps": [],
+	"BlkioDeviceWriteBps": [],
+	"BlkioDeviceReadIOps": [],
+	"BlkioDeviceWriteIOps": [],
+	"CpuPeriod": 0,
+	"CpuQuota": 0,
+	"CpuRealtimePeriod": 0,
+	"CpuRealtimeRuntime": 0,
+	"CpusetCpus": "",
+	"CpusetMems": "",
+	"Devices": [],
+	"DeviceCgroupRules": null,
+	"DeviceRequests": null,
+	"MemoryReservation": 0,
+	"MemorySwap": 0,
+	"MemorySwappiness": null,
+	"OomKillDisable": false,
+	"PidsLimit": null,
+	"Ulimits": [],
+	"CpuCount": 0,
+	"CpuPercent": 0,
+	"IOMaximumIOps": 0,
+	"IOMaximumBandwidth": 0,
+	"MaskedPaths": null,
+	"ReadonlyPaths": null,
+}
+
+test_real_stored_host_configs if {
+	count(_deny(_on("/containers/{id}/start", "/containers/web/start", _stored_plain), {})) == 0
+	count(_deny(_on("/containers/{id}/exec", "/containers/web/exec", _stored_plain), {})) == 0
+	some msg in _deny(_on("/containers/{id}/start", "/containers/web/start", _stored_privileged), {})
+	contains(msg, "privileged containers are not allowed")
+}
