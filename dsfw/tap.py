@@ -24,7 +24,8 @@ from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
 from dsfw.errors import error_body
 from dsfw.build.gate import BuildGate, BuildOptions
-from dsfw.edge.listening import ProtectedSocketService
+from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
+                                 ProtectedSocketService, fit_fd_limit)
 from dsfw.edge.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
@@ -146,6 +147,9 @@ class Options(usage.Options):
         ["target-cache-size", None, 8 << 20,
          "Bytes of resolved objects (input.Target) to remember while dockerd's "
          "event stream is connected.", _positive(int)],
+        ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
+         "Client connections served at once; more are answered 503 until one closes "
+         "(the open-file limit is raised to fit, or this is lowered).", _positive(int)],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
@@ -218,6 +222,13 @@ class DsfwChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         use_large_reads(self.transport)
+        if self.site.connections is not None:
+            self.site.connections.opened(self.transport)
+
+    def connectionLost(self, reason) -> None:
+        if self.site.connections is not None:
+            self.site.connections.closed(self.transport)
+        super().connectionLost(reason)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """twisted.web's answer to unparsable HTTP, with a message the docker CLI prints.
@@ -237,7 +248,18 @@ class DsfwChannel(HTTPChannel):
 IDLE_TIMEOUT = 300
 
 
-def make_site(resource, reactor) -> Site:
+class DsfwSite(Site):
+    """The site, refusing connections beyond ``connections.limit`` (see :class:`ConnectionLimit`)."""
+
+    connections: ConnectionLimit | None = None
+
+    def buildProtocol(self, addr):
+        if self.connections is not None and self.connections.full():
+            return self.connections.refusal(self.reactor)
+        return super().buildProtocol(addr)
+
+
+def make_site(resource, reactor, max_connections: int | None = None) -> Site:
     """The twisted.web site for the firewall resource.
 
     Form parsing is off: dsfw never reads ``request.args``, form content types
@@ -245,10 +267,12 @@ def make_site(resource, reactor) -> Site:
     POST) was a fifth of a small POST's cost.  Older Twisted lacks the switch.
     """
     try:
-        site = Site(resource, reactor=reactor, parsePOSTFormSubmission=False)
+        site = DsfwSite(resource, reactor=reactor, parsePOSTFormSubmission=False)
     except TypeError:
-        site = Site(resource, reactor=reactor)
+        site = DsfwSite(resource, reactor=reactor)
     site.protocol = DsfwChannel
+    if max_connections is not None:
+        site.connections = ConnectionLimit(max_connections)
     # A connection that sends nothing for this long between (or inside) requests is
     # closed; twisted.web suspends it while a response streams (logs -f, events).
     site.timeOut = IDLE_TIMEOUT
@@ -327,7 +351,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         recorder=InputRecorder(options["record-dir"], reactor.seconds)
         if options["record-dir"] else None,
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor), scope=scope)
-    site = make_site(resource, reactor)
+    site = make_site(resource, reactor, fit_fd_limit(options["max-connections"]))
     site.displayTracebacks = False
     site.noisy = False
     site.log = lambda request: None  # dsfw logs its own decision per request

@@ -10,12 +10,31 @@ from __future__ import annotations
 import errno
 import grp
 import os
+import resource
 import socket
 import stat
 
+import structlog
 from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+
+from dsfw.errors import error_body
+
+log = structlog.get_logger("dsfw")
+
+DEFAULT_MAX_CONNECTIONS = 512
+# Descriptors one client connection may hold: its socket, dockerd's side of
+# it, and a spooled request body (twisted.web keeps bodies over 100 kB in a
+# temporary file; a build adds its rewritten context).
+FDS_PER_CONNECTION = 4
+# Descriptors beside the connections: the listening socket, the log file, the
+# policy files being re-read, dockerd's event stream, the thread pool's work.
+FD_RESERVE = 128
+# Connections over the limit being told so at once; beyond this they are closed.
+_MAX_REFUSALS = 64
+_REFUSAL_TIMEOUT = 5.0
 
 
 class SocketInUse(Exception):
@@ -90,3 +109,112 @@ class ProtectedSocketService(Service):
             port, self._port = self._port, None
             return port.stopListening()
         return None
+
+
+def fit_fd_limit(max_connections: int, getrlimit=resource.getrlimit,
+                 setrlimit=resource.setrlimit) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to what ``max_connections`` needs; return the limit it allows.
+
+    Running out of descriptors is worse than refusing a client: accepts fail,
+    temporary files cannot be created, and the policy directory cannot be
+    read.  So dsfw keeps ``FDS_PER_CONNECTION`` per connection plus a reserve,
+    raising the soft limit up to the hard one, and serves fewer connections if
+    even that is short.
+    """
+    needed = max_connections * FDS_PER_CONNECTION + FD_RESERVE
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    allowed = max(1, (soft - FD_RESERVE) // FDS_PER_CONNECTION)
+    log.warning("connections.fd_limit", requested=max_connections, allowed=allowed,
+                nofile=soft, hint="raise LimitNOFILE (systemd) or ulimit -n")
+    return allowed
+
+
+class ConnectionLimit:
+    """How many client connections are open, against a limit.
+
+    Channels report their transport when they start and end; a hijacked
+    connection (attach, exec) ends under another protocol, so when the count
+    reaches the limit, transports that are no longer connected are dropped
+    first.
+    """
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("the connection limit must be at least 1")
+        self.limit = limit
+        self._open: set = set()
+        self.refusing = 0
+        self._saturated = False
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def full(self) -> bool:
+        if len(self._open) >= self.limit:
+            self._open = {t for t in self._open if getattr(t, "connected", False)}
+        full = len(self._open) >= self.limit
+        if full and not self._saturated:
+            log.warning("connections.limit_reached", limit=self.limit)
+        self._saturated = full
+        return full
+
+    def opened(self, transport) -> None:
+        self._open.add(transport)
+
+    def closed(self, transport) -> None:
+        self._open.discard(transport)
+
+    def refusal(self, clock) -> Protocol:
+        """The protocol for a connection over the limit."""
+        return _Refusal(self, clock)
+
+
+class _Refusal(Protocol):
+    """Reads the request head, answers 503 with a Docker-style message, closes.
+
+    Reading the head first lets the client see the answer instead of a reset;
+    a client that sends nothing is closed after a few seconds, and past
+    ``_MAX_REFUSALS`` at once new ones are closed without a word.
+    """
+
+    def __init__(self, limit: ConnectionLimit, clock):
+        self._limit = limit
+        self._clock = clock
+        self._seen = b""
+        self._answered = False
+        self._timer = None
+
+    def connectionMade(self) -> None:
+        self._limit.refusing += 1
+        if self._limit.refusing > _MAX_REFUSALS:
+            self.transport.abortConnection()
+            return
+        self._timer = self._clock.callLater(_REFUSAL_TIMEOUT, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._answered:
+            return
+        seen = self._seen + data
+        self._seen = seen[-3:]
+        if b"\r\n\r\n" in seen or b"\n\n" in seen:
+            self._answered = True
+            body = error_body(f"dsfw: too many open connections (limit {self._limit.limit}); "
+                              "retry later")
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                 b"application/json\r\nContent-Length: %d\r\n"
+                                 b"Connection: close\r\n\r\n" % len(body) + body)
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self._limit.refusing -= 1
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()

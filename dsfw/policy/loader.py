@@ -84,25 +84,47 @@ def policy_files(policy_dir: str) -> list[str]:
     of ``policy_dir`` itself does not count, so ``--policyDir policies/library``
     still loads the library.
     """
+    def unreadable(e: OSError) -> None:
+        # A directory that cannot be listed (EACCES, EMFILE...) would silently
+        # drop its rules, deny rules included: the whole load fails instead.
+        raise PolicyLoadError(f"{e.filename}: cannot list the directory: {e.strerror}",
+                              e.filename) from e
+
     found = []
-    for root, dirs, files in os.walk(policy_dir):
+    for root, dirs, files in os.walk(policy_dir, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not os.path.exists(os.path.join(root, d, IGNORE_MARKER)))
+                         and not _ignored(os.path.join(root, d)))
         for name in sorted(files):
             if not name.startswith(".") and name.endswith(POLICY_SUFFIXES + DATA_SUFFIXES):
                 found.append(os.path.join(root, name))
     return found
 
 
+def _ignored(directory: str) -> bool:
+    """True when ``directory`` holds the ignore marker; an unanswerable stat fails the load."""
+    try:
+        os.lstat(os.path.join(directory, IGNORE_MARKER))
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise PolicyLoadError(f"{directory}: cannot tell whether it is ignored: {e.strerror}",
+                              directory) from e
+    return True
+
+
 def fingerprint(policy_dir: str) -> tuple | None:
-    """Cheap identity of the directory's state (names, sizes, mtimes) for polling."""
+    """Cheap identity of the directory's state (names, sizes, mtimes) for polling.
+
+    None when the directory cannot be read completely: the next poll then
+    sees a change and tries a reload, which fails and keeps the policy in force.
+    """
     try:
         entries = []
         for path in policy_files(policy_dir):
             st = os.stat(path)
             entries.append((path, st.st_size, st.st_mtime_ns))
         return (os.stat(policy_dir).st_mtime_ns, tuple(entries))
-    except OSError:
+    except (OSError, PolicyLoadError):
         return None
 
 
