@@ -343,7 +343,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     metrics = Metrics()
     cache = TargetCache(options["target-cache-size"])
     watcher = EventWatcher(pool, reactor, cache)
-    scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted))
+    scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted), engine)
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,

@@ -11,6 +11,8 @@ loading as the embedded engine.
 - a body that is not JSON, or not an object -> ``400 {"code": "invalid_parameter", ...}``;
 - a token configured and no matching ``Authorization: Bearer`` -> ``401 {"code": "unauthorized", ...}``;
 - an evaluation error -> ``500 {"code": "internal_error", ...}``;
+- ``POST /v1/query`` with ``{"query": ..., "input": ...}`` (OPA's Query API) ->
+  ``200 {"result": [<bindings>, ...]}``;
 - any other path -> ``404 {"code": "resource_not_found", ...}``.
 
 In process: ``Site(OpaDataResource(policy_dir, token=...))`` on any endpoint.
@@ -93,6 +95,8 @@ class OpaDataResource(Resource):
         self.requests.append((request.method, request.path))
         if not self._authorized(request):
             return _error(request, 401, "unauthorized", "missing or invalid bearer token")
+        if request.path == b"/v1/query" and request.method == b"POST":
+            return self._query(request)
         segments = self._segments(request)
         if segments is None:
             return _error(request, 404, "resource_not_found", "not found")
@@ -116,6 +120,22 @@ class OpaDataResource(Resource):
         if request.args.get(b"explain") == [b"fails"] and self.explain and len(segments) > 1:
             reply["explanation"] = self._fail_events(segments, input_doc if has_input else {})
         return json.dumps(reply).encode() + b"\n"
+
+    def _query(self, request: Request) -> bytes:
+        """OPA's Query API: every result's variable bindings."""
+        try:
+            doc = json.loads(request.content.read())
+            query, input_doc = doc["query"], doc.get("input", {})
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(request, 400, "invalid_parameter", f"malformed query request: {e}")
+        try:
+            self.policy.engine.set_input_json(json.dumps(input_doc))
+            answer = json.loads(self.policy.engine.eval_query_as_json(query))
+        except Exception as e:
+            return _error(request, 500, "internal_error", describe_regorus_error(e))
+        request.setHeader(b"content-type", b"application/json")
+        results = [r.get("bindings", {}) for r in answer.get("result") or []]
+        return json.dumps({"result": results}).encode() + b"\n"
 
     def _fail_events(self, segments: list[str], input_doc: Any) -> list[dict[str, Any]]:
         """OPA's trace events of kind ``Fail`` for the last segment's rule, in OPA's JSON shape.

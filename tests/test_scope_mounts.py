@@ -35,7 +35,8 @@ class StartJudgesStoredMountsTests(SynchronousTestCase):
     def setUp(self):
         self.engine = FakeEngine()
         self.dockerd = FakeDockerd()
-        scope = Scope(TargetResolver(self.dockerd, MemoryReactorClock(), trusted=lambda: False))
+        scope = Scope(TargetResolver(self.dockerd, MemoryReactorClock(), trusted=lambda: False),
+                      self.engine)
         self.resource, _, self.clock = firewall(self.engine, self.dockerd, scope=scope)
         self.channel, self.client = client(self.resource, self.clock)
 

@@ -188,7 +188,8 @@ class ForwardedByIdTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
         self.engine = FakeEngine()
         self.dockerd = FakeDockerd()
-        scope = Scope(TargetResolver(self.dockerd, MemoryReactorClock(), trusted=lambda: True))
+        scope = Scope(TargetResolver(self.dockerd, MemoryReactorClock(), trusted=lambda: True),
+                      self.engine)
         self.resource, _, self.clock = firewall(self.engine, self.dockerd, scope=scope)
         self.channel, self.client = client(self.resource, self.clock)
 

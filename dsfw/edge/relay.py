@@ -158,8 +158,11 @@ class Relay:
 
     async def forward(self, request, req: CanonicalRequest, body: bytes | None,
                       stream: BinaryIO | None, stream_length: int | None,
-                      may_hijack: bool, on_hijack_close=None):
+                      may_hijack: bool, on_hijack_close=None, answer_filter=None):
         """Relay ``req``; returns when the response is streamed or hijacked.
+
+        ``answer_filter(sink, connection)``, when given, wraps the sink the
+        response goes to (:mod:`dsfw.scope.filter`: filtered answers).
 
         Raises :class:`~dsfw.errors.UpstreamUnavailable` if dockerd cannot be
         reached or fails before the response started (the caller answers 502).
@@ -185,7 +188,8 @@ class Relay:
                 stream.seek(0)
                 kwargs = {"cooperator": self._cooperator} if self._cooperator else {}
                 producer = FileBodyProducer(stream, readSize=_BODY_READ_SIZE, **kwargs)
-            conn.send(head, body, sink, head_only=req.method == "HEAD",
+            conn.send(head, body, sink if answer_filter is None else answer_filter(sink, conn),
+                      head_only=req.method == "HEAD",
                       may_hijack=may_hijack, body_producer=producer)
             try:
                 return await done

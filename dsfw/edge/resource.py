@@ -28,6 +28,7 @@ from dsfw.input.redact import redact_input, redact_query
 from dsfw.build.gate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.edge.relay import Relay
+from dsfw.scope.scoping import HiddenObject
 
 log = structlog.get_logger("dsfw")
 
@@ -145,25 +146,32 @@ class FirewallResource(Resource):
             peer = self._peer_of(request.channel)
             if peer is not None:
                 bound = bound.bind(peer_uid=peer.get("Uid"), peer_user=peer.get("User"))
-            extra, forward = None, req
+            scoped = None
             if self._scope is not None:
                 # the policy sees the path as written and the object's identity;
                 # dockerd gets the same object by its ID
-                forward, extra = await self._scope.target_of(req)
-            doc = input_document(req, peer=peer, extra=extra)
-            await self._decide(bound, AUTHZ, doc, started)
+                scoped = await self._scope.target_of(req)
+            doc = input_document(req, peer=peer, extra=scoped and scoped.fields)
+            decision = await self._decide(bound, AUTHZ, doc, started, scoped)
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
             outcome = "allowed"
             if req.route.admin:  # decided like any request, answered by dsfw itself
                 await self._answer_admin(request, req)
                 return
+            forward, answer_filter = req, None
+            if scoped is not None:
+                forward = scoped.forward
+                if decision is not None:
+                    forward = self._scope.stamp(decision, forward)
+                    answer_filter = self._scope.answer_filter(decision, doc, forward)
             may_hijack = req.route.hijack
             if may_hijack:
                 hijack_token = self.inflight.begin(self._abort_request(request))
             result = await self._relay.forward(
                 request, forward, forward.json_body, stream, length, may_hijack,
-                on_hijack_close=lambda: self.inflight.end(hijack_token))
+                on_hijack_close=lambda: self.inflight.end(hijack_token),
+                answer_filter=answer_filter)
             if result != "hijacked" and hijack_token is not None:
                 self.inflight.end(hijack_token)
             bound.debug("request.relayed", hijacked=result == "hijacked",
@@ -217,7 +225,8 @@ class FirewallResource(Resource):
                 f"request body of {size} bytes exceeds the limit of {self._max_json_body} bytes")
         return request.content.read()
 
-    async def _decide(self, bound, package: str, doc: dict[str, Any], started: float):
+    async def _decide(self, bound, package: str, doc: dict[str, Any], started: float,
+                      scoped=None):
         query = f"data.{package}.allow"
         if self._verbose:
             bound.debug("policy.query", query=query, input=redact_input(doc))
@@ -235,6 +244,14 @@ class FirewallResource(Resource):
                    revision=decision.revision,
                    url_query=redact_query(doc["Query"]),
                    ms=round((time.perf_counter() - started) * 1000, 3))
+        if scoped is not None:
+            # before a denial: a hidden object is missing, not forbidden
+            try:
+                await self._scope.check_visible(decision, doc, scoped)
+            except HiddenObject:
+                if not self._dry_run:
+                    raise
+                bound.warning("policy.dry_run_would_hide", query=query)
         if not decision.allowed:
             if self._dry_run:
                 bound.warning("policy.dry_run_would_deny", query=query, reasons=decision.message())
@@ -255,4 +272,5 @@ class FirewallResource(Resource):
         if request.startedWriting:
             request.channel.transport.abortConnection()
             return
-        _write_answer(request, status, b"application/json", error_body(message))
+        body = exc.body() if isinstance(exc, HiddenObject) else error_body(message)
+        _write_answer(request, status, b"application/json", body)

@@ -9,7 +9,7 @@ request path -- every failure comes back as a Deferred failing with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -32,6 +32,12 @@ class PolicyDecision:
     engine: str = "embedded"
     # Which policy set decided (see PolicyEngine.revision), for logs.
     revision: str = ""
+    # Scoping (docs/policies.md): labels to stamp on what the request creates
+    # (data.<package>.labels), fields to remove from answers (.remove), and
+    # whether the policy defines .visible, so answers are filtered item by item.
+    labels: Mapping[str, str] | None = None
+    remove: tuple[str, ...] = ()
+    filters: bool = False
 
     def message(self) -> str:
         if self.reasons:
@@ -66,6 +72,12 @@ class PolicyEngine(Protocol):
 
     def close(self) -> "Deferred[None]":
         """Release connections and threads at stop; fires when done."""
+        ...
+
+    def visible(self, package: str, input_doc: dict[str, Any],
+                items: list[dict[str, Any]]) -> "Deferred[list[bool]]":
+        """For each item, whether ``data.<package>.visible`` is exactly true with
+        ``input_doc`` plus ``input.Item`` set to it (one evaluation for all items)."""
         ...
 
     def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Any]":

@@ -16,6 +16,7 @@ last good one stays in force and the failure is logged.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -27,7 +28,8 @@ from dsfw.policy.explain import Explanation
 from dsfw.policy.decision_cache import DEFAULT_SIZE, DecisionCache, is_deterministic
 from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
 from dsfw.policy.rego_source import describe_regorus_error
-from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
+from dsfw.policy.verdict import (SCOPE_RULES, UNDEFINED, check_package, make_decision,
+                                 scope_fields, visible_flags, visible_query)
 
 __all__ = ["EmbeddedEngine", "PolicyLoadError"]
 
@@ -48,6 +50,20 @@ def _rule_value(policy: LoadedPolicy, rule: str) -> Any:
             return UNDEFINED
         raise PolicyEngineError(f"policy evaluation of {rule} failed: {describe_regorus_error(e)}") from e
     return UNDEFINED if value is None else value
+
+
+def _find_scope_rules(policy: LoadedPolicy) -> None:
+    """Record which scoping rules ``data.docker.authz`` defines (once per load)."""
+    policy.engine.set_input_json("{}")
+    found = set()
+    for name in SCOPE_RULES:
+        try:
+            _rule_value(policy, f"data.{AUTHZ}.{name}")
+        except PolicyEngineError:
+            pass  # it exists; it just cannot be evaluated without a request
+        if f"data.{AUTHZ}.{name}" not in policy.missing_rules:
+            found.add(name)
+    policy.scope_rules = frozenset(found)
 
 
 def _warn_if_no_authz(policy: LoadedPolicy, policy_dir: str) -> None:
@@ -82,6 +98,7 @@ class EmbeddedEngine:
         self._cache_size = cache_size
         self._fingerprint = fingerprint(policy_dir)
         self._policy = load_policy_dir(policy_dir)
+        _find_scope_rules(self._policy)
         self._cache = self._new_cache(self._policy)
         log.info("policy.loaded", policy_dir=policy_dir, revision=self._policy.revision,
                  files=len(self._policy.modules) + len(self._policy.data_files))
@@ -120,6 +137,7 @@ class EmbeddedEngine:
         self._fingerprint = fingerprint(self._policy_dir)
         try:
             policy = load_policy_dir(self._policy_dir)
+            _find_scope_rules(policy)
         except PolicyLoadError as e:
             log.error("policy.reload_failed", policy_dir=self._policy_dir, file=e.path,
                       error=str(e), revision_in_force=self._policy.revision)
@@ -166,8 +184,54 @@ class EmbeddedEngine:
         decision = make_decision(
             package, allow, deny, self.name, policy.revision,
             why=lambda: policy.explainer.explain(package, "allow", input_json).summary())
+        if package == AUTHZ and policy.scope_rules:
+            decision = self._with_scope(policy, decision)
         cache.put(package, input_json, decision)
         return decision
+
+    @staticmethod
+    def _with_scope(policy: LoadedPolicy, decision: PolicyDecision) -> PolicyDecision:
+        """The scoping rules' values for the input already set (only for allowed requests)."""
+        rules = policy.scope_rules
+        labels = remove = UNDEFINED
+        if decision.allowed and "labels" in rules:
+            labels = _rule_value(policy, f"data.{AUTHZ}.labels")
+        if decision.allowed and "remove" in rules:
+            remove = _rule_value(policy, f"data.{AUTHZ}.remove")
+        return replace(decision, filters="visible" in rules,
+                       **scope_fields(AUTHZ, labels, remove))
+
+    def visible_items(self, package: str, input_doc: dict[str, Any],
+                      items: list[dict[str, Any]]) -> list[bool]:
+        """Synchronous :meth:`visible`; raises PolicyEngineError."""
+        policy = self._policy
+        if package != AUTHZ or "visible" not in policy.scope_rules:
+            return [True] * len(items)
+        if not items:
+            return []
+        try:
+            policy.engine.set_input_json(json.dumps({**input_doc, "Items": items}))
+        except (TypeError, ValueError) as e:
+            raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        except Exception as e:
+            raise PolicyEngineError(f"policy input rejected: {describe_regorus_error(e)}") from e
+        try:
+            answer = policy.engine.eval_query(visible_query(package))
+            indices = answer["result"][0]["bindings"]["x"]
+        except PolicyEngineError:
+            raise
+        except Exception as e:
+            raise PolicyEngineError(f"policy evaluation of data.{package}.visible failed: "
+                                    f"{describe_regorus_error(e)}") from e
+        return visible_flags(indices, len(items))
+
+    def visible(self, package: str, input_doc: dict[str, Any],
+                items: list[dict[str, Any]]) -> "Deferred[list[bool]]":
+        """:meth:`visible_items` as a Deferred."""
+        try:
+            return succeed(self.visible_items(package, input_doc, items))
+        except PolicyEngineError as e:
+            return fail(e)
 
     def explanation(self, package: str, input_doc: dict[str, Any], rule: str = "allow") -> Explanation:
         """The trace of ``data.<package>.<rule>``'s bodies for ``input_doc`` (``dsfw eval --explain``)."""

@@ -62,6 +62,9 @@ class LoadedPolicy:
     data_files: tuple[str, ...]
     # Rule paths regorus said do not exist; filled lazily by the evaluator.
     missing_rules: set[str] = field(default_factory=set)
+    # Which scoping rules (labels, remove, visible) data.docker.authz defines;
+    # found once per load by the engine, so a policy without them costs nothing.
+    scope_rules: frozenset[str] = frozenset()
     _explainer: Any = None
 
     @property

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import structlog
 from treq.client import HTTPClient
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.iweb import IAgentEndpointFactory
@@ -38,7 +38,8 @@ from zope.interface import implementer
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import PolicyDecision
 from dsfw.policy.explain import FAILED, BodyTrace, Explanation, Step
-from dsfw.policy.verdict import UNDEFINED, check_package, make_decision
+from dsfw.policy.verdict import (UNDEFINED, check_package, make_decision, scope_fields,
+                                 visible_flags, visible_query)
 
 log = structlog.get_logger("dsfw.policy")
 
@@ -160,10 +161,12 @@ class OpaEngine:
         d.addCallback(self._with_cause, input_doc)
         return d
 
-    def _post(self, path: str, input_doc: dict[str, Any]) -> Deferred:
-        """POST ``{"input": ...}`` to OPA; fires with (status, body, headers), or fails with PolicyEngineError."""
+    def _post(self, path: str, input_doc: dict[str, Any], query: str | None = None) -> Deferred:
+        """POST ``{"input": ...}`` (and ``"query"`` for the Query API) to OPA; fires with
+        (status, body, headers), or fails with PolicyEngineError."""
+        payload = {"input": input_doc} if query is None else {"query": query, "input": input_doc}
         try:
-            body = json.dumps({"input": input_doc}).encode("utf-8")
+            body = json.dumps(payload).encode("utf-8")
         except (TypeError, ValueError) as e:
             return fail(PolicyEngineError(f"policy input cannot be encoded: {e}"))
         headers = {b"Content-Type": [b"application/json"]}
@@ -231,9 +234,43 @@ class OpaEngine:
             raise PolicyEngineError(
                 f"OPA answered an unexpected result for data.{package}: expected the package object"
             )
-        return make_decision(
+        decision = make_decision(
             package, result.get("allow", UNDEFINED), result.get("deny", UNDEFINED), self.name, self.revision()
         )
+        # The package document carries the scoping rules of the same evaluation;
+        # "visible" shows in it only when defined for this input (give it a default).
+        labels = result.get("labels", UNDEFINED) if decision.allowed else UNDEFINED
+        remove = result.get("remove", UNDEFINED) if decision.allowed else UNDEFINED
+        fields = scope_fields(package, labels, remove)
+        if fields or "visible" in result:
+            decision = replace(decision, filters="visible" in result, **fields)
+        return decision
+
+    def visible(self, package: str, input_doc: dict[str, Any],
+                items: list[dict[str, Any]]) -> "Deferred[list[bool]]":
+        """One ``POST /v1/query`` (OPA's Query API) deciding every item."""
+        try:
+            query = visible_query(package)
+        except PolicyEngineError as e:
+            return fail(e)
+        if not items:
+            return succeed([])
+        d = self._post("/v1/query", {**input_doc, "Items": items}, query=query)
+        d.addCallback(lambda answer: self._visible_answer(package, len(items), *answer))
+        return d
+
+    def _visible_answer(self, package: str, count: int, status: int, content: bytes,
+                        headers: Any = None) -> list[bool]:
+        if status >= 300:
+            raise PolicyEngineError(f"OPA answered {status} for the visibility query of "
+                                    f"data.{package}: {_opa_error_text(content)}")
+        try:
+            results = json.loads(content).get("result")
+            indices = results[0]["x"] if results else []
+        except (ValueError, AttributeError, LookupError, TypeError):
+            raise PolicyEngineError(f"OPA answered an unexpected result to the visibility "
+                                    f"query of data.{package}") from None
+        return visible_flags(indices, count)
 
     def _timed_out(self, result: Any, timeout: float) -> Any:
         # The agent reports a cancelled request in its own wrappers; say what happened.

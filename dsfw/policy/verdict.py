@@ -85,3 +85,46 @@ def make_decision(package: str, allow: Any, deny: Any, engine: str, revision: st
         cause = why() if why is not None else ""
         reasons = (f"{reason}: {cause}" if cause else reason,)
     return PolicyDecision(False, package, reasons, engine, revision)
+
+
+# The extra rules a policy may define next to allow/deny (docs/policies.md).
+SCOPE_RULES = ("labels", "remove", "visible")
+
+
+def visible_query(package: str) -> str:
+    """One query deciding every ``input.Items[i]``: the set of indices whose
+    ``visible`` is exactly true with ``input.Item`` bound to that item."""
+    check_package(package)
+    return (f"x := {{i | some i, item in input.Items; "
+            f"data.{package}.visible == true with input.Item as item}}")
+
+
+def visible_flags(indices: Any, count: int) -> list[bool]:
+    """The answer of :func:`visible_query` as one flag per item."""
+    if not isinstance(indices, (list, set, frozenset, tuple)):
+        raise PolicyEngineError("the visibility query answered something that is not a set")
+    shown = set()
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, (int, float)) or int(i) != i:
+            raise PolicyEngineError("the visibility query answered a non-index")
+        shown.add(int(i))
+    return [i in shown for i in range(count)]
+
+
+def scope_fields(package: str, labels: Any, remove: Any) -> dict[str, Any]:
+    """``labels`` and ``remove`` checked: a value of the wrong shape is an engine error (deny)."""
+    fields: dict[str, Any] = {}
+    if labels is not UNDEFINED and labels is not None:
+        if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise PolicyEngineError(f"data.{package}.labels must be an object of strings, "
+                                    f"not {_short(labels)}")
+        fields["labels"] = dict(labels)
+    if remove is not UNDEFINED and remove is not None:
+        items = sorted(remove) if isinstance(remove, (set, frozenset)) else remove
+        if not isinstance(items, (list, tuple)) or not all(
+                isinstance(f, str) and f and all(f.split(".")) for f in items):
+            raise PolicyEngineError(f"data.{package}.remove must be a set of dotted field "
+                                    f"names such as \"Config.Env\", not {_short(remove)}")
+        fields["remove"] = tuple(dict.fromkeys(items))
+    return fields

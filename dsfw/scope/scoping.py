@@ -1,38 +1,176 @@
 """What the edge asks of scoping for one request, in one place.
 
-The resource calls :meth:`Scope.target_of` after parsing a request and
-before the policy decides; the answer is the request to forward (naming its
-object by ID) and the extra input fields (``Target``, and for requests that
-make dockerd mount a container's volumes the mount facts of
-:mod:`dsfw.scope.mounts`).
+The resource calls, in order: :meth:`Scope.target_of` before the policy
+decides (the object the request names, as ``input.Target``, the request naming
+it by ID, and for requests that make dockerd mount a container's volumes
+the mount facts of :mod:`dsfw.scope.mounts`); :meth:`Scope.check_visible` with the decision, before a
+denial is enforced (an object the caller may not see is answered as missing,
+never as forbidden, which would say it exists); :meth:`Scope.stamp` (labels
+on what the request creates); and :meth:`Scope.answer_filter` (filtered
+answers).  A policy without the scoping rules costs a dictionary lookup here.
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
-from dsfw.scope.named import named_object
-from dsfw.scope.target import TargetResolver, with_object_id
+from dsfw.errors import DsfwError, UpstreamUnavailable
+from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
+from dsfw.scope import filter as answers
+from dsfw.scope.labels import creates_labelled, stamp
+from dsfw.scope.named import NamedObject, named_object
+from dsfw.scope.target import TargetLookupFailed, TargetResolver, with_object_id
+
+_DOCKER_IO = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
+
+
+class HiddenObject(DsfwError):
+    """The caller may not see the object: answered exactly as dockerd answers a missing one."""
+
+    status = 404
+    prefix = ""
+
+    def body(self) -> bytes:
+        """dockerd's own bytes for a missing object (Go's compact JSON)."""
+        return json.dumps({"message": self.message}, separators=(",", ":")).encode() + b"\n"
+
+
+def familiar_image(ref: str) -> str:
+    """How dockerd names a missing image reference: ``busybox`` -> ``busybox:latest``."""
+    if ref.startswith("sha256:"):
+        return ref
+    for prefix in _DOCKER_IO:
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    if "@" in ref or ":" in ref.rsplit("/", 1)[-1]:
+        return ref
+    return ref + ":latest"
+
+
+def missing_message(named: NamedObject) -> str:
+    """dockerd 20.10's message for a missing object of this kind, on this route."""
+    kind, ref = named.kind, named.ref
+    if kind == "container":
+        return f"No such container: {ref}"
+    if kind == "exec":
+        return f"No such exec instance: {ref}"
+    if kind == "image":
+        if named.route.template == "/images/{name}/json":
+            return f"no such image: {ref}: No such image: {familiar_image(ref)}"
+        if named.route.template == "/images/{name}/get":
+            return f"No such image: {ref}"
+        return f"No such image: {familiar_image(ref)}"
+    if kind == "volume":
+        return f"get {ref}: no such volume"
+    if kind == "plugin":
+        return f'plugin "{ref}" not found'
+    return f"{kind} {ref} not found"  # network, service, task, node, secret, config
+
+
+@dataclass(frozen=True)
+class ScopedRequest:
+    """A request with the object it names: ``forward`` names it by ID for dockerd."""
+
+    forward: Any
+    named: NamedObject | None = None
+    target: dict[str, Any] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # mount facts judged again
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        """The input fields scoping adds (``Target``, mount facts), or None."""
+        return None if self.named is None else {"Target": self.target, **self.facts}
 
 
 class Scope:
     """Resolves the objects requests name, for the policy and for the relay."""
 
-    def __init__(self, resolver: TargetResolver):
+    def __init__(self, resolver: TargetResolver, engine: PolicyEngine):
         self.resolver = resolver
+        self._engine = engine
 
-    async def target_of(self, req) -> tuple[Any, dict[str, Any] | None]:
-        """``(request to forward, {"Target": identity or None})``; no extra field
-        for requests that name no object.  Raises when the lookup fails."""
+    async def target_of(self, req) -> ScopedRequest:
+        """The request with its named object resolved; raises when the lookup fails."""
         named = named_object(req.method, req.route)
         if named is None:
-            return req, None
+            return ScopedRequest(req)
         target = await self.resolver.resolve(named.kind, named.ref)
         forward = req
         if target is not None and named.rewrite and target.get("ID"):
             forward = with_object_id(req, named, target["ID"])
-        extra: dict[str, Any] = {"Target": target}
+        facts: dict[str, Any] = {}
         if target is not None and (req.method, req.route.template) in MOUNTING:
             # dockerd resolves host paths now, not at create: judge them again
-            extra.update(with_request_facts(req, await mount_facts(self.resolver, target)))
-        return forward, extra
+            facts = with_request_facts(req, await mount_facts(self.resolver, target))
+        return ScopedRequest(forward, named, target, facts)
+
+    async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
+                            scoped: ScopedRequest) -> None:
+        """Raise :class:`HiddenObject` when the policy hides the named object."""
+        if not decision.filters or scoped.target is None:
+            return
+        (shown,) = await self._engine.visible(AUTHZ, doc, [scoped.target])
+        if not shown:
+            raise HiddenObject(missing_message(scoped.named))
+
+    def stamp(self, decision: PolicyDecision, forward):
+        """``forward`` with the policy's labels on what it creates."""
+        if not decision.labels or not creates_labelled(forward.method, forward.route.template):
+            return forward
+        return stamp(forward, decision.labels)
+
+    def answer_filter(self, decision: PolicyDecision, doc: dict[str, Any],
+                      forward) -> Callable[[Any, Any], Any] | None:
+        """A wrapper for the relay's response sink, or None when the answer passes as it is."""
+        if forward.method != "GET" or not (decision.filters or decision.remove):
+            return None
+        template = forward.route.template
+        remove = decision.remove
+        kind = answers.LIST_KINDS.get(template)
+        if kind is not None:
+            return lambda sink, conn: answers.JsonAnswerFilter(
+                sink, lambda value: self._filter_list(kind, value, doc, decision))
+        if template in answers.INSPECT_TEMPLATES and remove:
+            return lambda sink, conn: answers.JsonAnswerFilter(
+                sink, lambda value: _done(answers.remove_fields(value, remove)))
+        if template == answers.EVENTS_TEMPLATE and decision.filters:
+            return lambda sink, conn: answers.EventStreamFilter(
+                sink, lambda event: self._event_visible(event, doc), conn)
+        return None
+
+    async def _filter_list(self, kind: str, value: Any, doc: dict[str, Any],
+                           decision: PolicyDecision) -> Any:
+        holder, key = (value, "Volumes") if kind == "volume" and isinstance(value, dict) else (None, None)
+        raw = holder.get(key) if holder is not None else value
+        if raw is None:
+            return value  # "Volumes": null
+        if not isinstance(raw, list):
+            raise UpstreamUnavailable(f"dockerd's {kind} list has a shape dsfw cannot filter")
+        if decision.filters:
+            flags = await self._engine.visible(AUTHZ, doc, [answers.list_item(kind, r) for r in raw])
+            raw = [r for r, shown in zip(raw, flags) if shown]
+        if decision.remove:
+            answers.remove_fields(raw, decision.remove)
+        if holder is not None:
+            holder[key] = raw
+            return holder
+        return raw
+
+    async def _event_visible(self, event: Any, doc: dict[str, Any]) -> bool:
+        item = answers.event_item(event)
+        if item["Kind"] in answers.LABELLESS_EVENTS and item["ID"]:
+            try:
+                target = await self.resolver.resolve(item["Kind"], item["ID"])
+            except TargetLookupFailed:
+                target = None
+            if target is not None:
+                item = {**target, "Action": item["Action"]}
+        (shown,) = await self._engine.visible(AUTHZ, doc, [item])
+        return shown
+
+
+async def _done(value: Any) -> Any:
+    return value

@@ -1,0 +1,130 @@
+# Owner isolation: callers see and act only on the objects they created.
+#
+# Every container, volume, network, service, secret, config and built image
+# a caller creates is stamped with its identity (labels dsfw.owner.uid and
+# dsfw.owner.user, from input.Peer: SO_PEERCRED, so it cannot be claimed;
+# a label of the same name sent by the client is overwritten). A caller then
+# sees only its own objects: lists, `docker events` and every request naming
+# an object (inspect, logs, exec, attach, cp, stop, rm...) behave as if the
+# others did not exist (dsfw answers dockerd's own "No such container" 404).
+# Exempt callers (data.library.ownership.exempt) see and act on everything.
+#
+# Objects without an owner label -- images pulled or loaded, the default
+# networks (bridge, host, none), plugins, nodes -- are shared when their
+# kind is listed in `shared` (default: image, network, plugin, node): every
+# caller sees and uses them, but only exempt callers remove or change them.
+# Objects of other kinds without an owner (containers created before dsfw, or
+# directly on dockerd's socket) are visible to exempt callers only.
+#
+# Refused for callers who are not exempt, because they act on objects the
+# request does not name in its path (so dsfw cannot tell whose they are):
+# prunes, `docker system df`, `docker commit`, `docker save` of several
+# images (GET /images/get), and `docker network connect/disconnect`.
+# Joining another container's namespaces or volumes (`--volumes-from`,
+# `--network container:x`) is refused by namespaces.rego and mounts.rego.
+#
+# Use it with a base (allow_all.rego). It defines data.docker.authz.labels
+# and .visible, so do not combine it with labelscope.rego.
+#
+# data.library.ownership:
+#   exempt: {groups: [docker-admins]}        # see and act on everything
+#   shared: [image, network, plugin, node]   # kinds whose unowned objects all callers see
+package docker.authz
+
+import rego.v1
+
+import data.dsfw.library.common
+
+_ownership_schema := {"exempt": "object", "shared": "list"}
+
+_ownership_kinds := {"container", "exec", "image", "volume", "network", "service", "task", "node", "secret", "config", "plugin"}
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.common.config_problems("ownership", _ownership_schema)
+}
+
+deny contains msg if {
+	common.enabled
+	some kind in data.dsfw.library.common.list_setting("ownership", "shared")
+	not kind in _ownership_kinds
+	msg := sprintf("dsfw library: unknown kind %v in data.library.ownership.shared (known: %s); fix data.yaml", [kind, concat(", ", sort(_ownership_kinds))])
+}
+
+_ownership_shared := data.dsfw.library.common.list_setting("ownership", "shared") if {
+	"shared" in object.keys(data.dsfw.library.common.config("ownership"))
+} else := ["image", "network", "plugin", "node"]
+
+_ownership_exempt if data.dsfw.library.common.exempt("ownership")
+
+_ownership_uid := input.Peer.Uid if is_number(input.Peer.Uid)
+
+# --- stamping ---------------------------------------------------------------
+
+labels := object.union({"dsfw.owner.uid": sprintf("%d", [_ownership_uid])}, _ownership_user) if {
+	common.enabled
+	_ownership_uid
+}
+
+_ownership_user := {"dsfw.owner.user": input.Peer.User} if is_string(input.Peer.User)
+
+else := {}
+
+# --- seeing -----------------------------------------------------------------
+
+visible if not common.enabled
+
+visible if {
+	common.enabled
+	_ownership_exempt
+}
+
+visible if {
+	common.enabled
+	_ownership_owner(input.Item) == _ownership_uid
+}
+
+visible if {
+	common.enabled
+	_ownership_owner(input.Item) == null
+	input.Item.Kind in _ownership_shared
+}
+
+_ownership_owner(item) := uid if {
+	uid := item.Owner.Uid
+} else := null
+
+# --- acting -----------------------------------------------------------------
+
+# Changing or removing a shared object: only for exempt callers.
+_ownership_uses := {"/images/{name}/tag", "/images/{name}/push", "/images/{name}/get"}
+
+deny contains msg if {
+	common.enabled
+	not _ownership_exempt
+	is_object(input.Target)
+	_ownership_owner(input.Target) == null
+	input.Method in {"POST", "DELETE", "PUT"}
+	not input.Route in _ownership_uses
+	msg := sprintf("%s %s is shared: only exempt callers change or remove it; you are %s (data.library.ownership.exempt)", [input.Target.Kind, input.Target.Name, common.caller])
+}
+
+_ownership_unscoped := {
+	"/containers/prune": "pruning containers",
+	"/volumes/prune": "pruning volumes",
+	"/networks/prune": "pruning networks",
+	"/images/prune": "pruning images",
+	"/build/prune": "pruning the build cache",
+	"/system/df": "docker system df",
+	"/commit": "docker commit",
+	"/images/get": "saving several images",
+	"/networks/{id}/connect": "connecting containers to networks",
+	"/networks/{id}/disconnect": "disconnecting containers from networks",
+}
+
+deny contains msg if {
+	common.enabled
+	not _ownership_exempt
+	what := _ownership_unscoped[input.Route]
+	msg := sprintf("%s acts on objects of other callers: only exempt callers may; you are %s (data.library.ownership.exempt)", [what, common.caller])
+}

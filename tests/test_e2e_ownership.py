@@ -1,0 +1,247 @@
+"""End to end: owner isolation and the label-scoped profile through real clients.
+
+Two callers of different uids (``useradd``; run with ``runuser`` and the real
+docker CLI) share one dsfw socket (``--socket-group``) with the library's
+ownership.rego; a third is in the exempt group; root drives the Python SDK
+as a fourth, non-exempt caller.  What a hidden object looks like to a caller
+is compared with what a name that exists nowhere looks like: they must be
+the same answers.  Containers are removed on the direct socket at teardown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from e2e_support import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, policy_dir,
+                         requires_docker, unique_name)
+
+pytestmark = requires_docker
+
+LIBRARY = REPO_ROOT / "policies" / "library"
+GROUP = "dsfwe2e"
+ADMINS = "dsfwe2eadm"
+USERS = {"alice": ("dsfwe2e-alice", GROUP), "bob": ("dsfwe2e-bob", GROUP),
+         "admin": ("dsfwe2e-admin", ADMINS)}
+
+
+def _ensure_users() -> dict[str, int]:
+    """The test callers (created once per machine, idempotently); name -> uid."""
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"):
+        pytest.skip("needs root, useradd and runuser to run callers as other uids")
+    for group in (GROUP, ADMINS):
+        if subprocess.run(["getent", "group", group], capture_output=True).returncode:
+            subprocess.run(["groupadd", group], check=True)
+    uids = {}
+    for who, (name, group) in USERS.items():
+        if subprocess.run(["getent", "passwd", name], capture_output=True).returncode:
+            extra = ["-G", GROUP] if group != GROUP else []
+            subprocess.run(["useradd", "-M", "-N", "-g", group, *extra, name], check=True)
+        uids[who] = int(subprocess.run(["id", "-u", name], capture_output=True, text=True,
+                                       check=True).stdout)
+    return uids
+
+
+def _library(tmp_path, files: list[str], settings: dict) -> str:
+    directory = policy_dir(tmp_path, {})
+    for name in files:
+        shutil.copy(LIBRARY / name, directory / name)
+    (directory / "data.yaml").write_text(json.dumps({"library": {"enabled": True, **settings}}))
+    return str(directory)
+
+
+class Caller:
+    """One caller of the shared socket: the docker CLI run as its uid."""
+
+    def __init__(self, user: str, sock: str):
+        self.user = user
+        self.sock = sock
+        self.home = tempfile.mkdtemp(prefix=f"dsfw-home-{user}-")
+        os.chmod(self.home, 0o777)
+
+    def docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["runuser", "-u", self.user, "--", "env", f"HOME={self.home}",
+             f"DOCKER_HOST=unix://{self.sock}", "DOCKER_BUILDKIT=0", "docker", *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def owners(dsfw_factory, tmp_path):
+    uids = _ensure_users()
+    shared = tempfile.mkdtemp(prefix="dsfw-own-")
+    os.chmod(shared, 0o755)
+    proxy = dsfw_factory(
+        _library(tmp_path, ["common.rego", "allow_all.rego", "collect.rego", "ownership.rego"],
+                 {"ownership": {"exempt": {"groups": [ADMINS]}}}),
+        "--socket-group", GROUP, host=os.path.join(shared, "dsfw.sock"))
+    callers = {who: Caller(name, proxy.socket) for who, (name, _) in USERS.items()}
+    names: list[str] = []
+    yield proxy, callers, uids, names
+    for name in names:
+        docker_cli(DOCKER_SOCKET, "rm", "-f", name)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, (proc.args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def _direct_labels(name: str) -> dict:
+    out = docker_cli(DOCKER_SOCKET, "inspect", "--format", "{{json .Config.Labels}}", name)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_owner_isolation_through_the_cli(owners):
+    proxy, callers, uids, names = owners
+    alice, bob, admin = callers["alice"], callers["bob"], callers["admin"]
+    mine = unique_name("dsfw-own")
+    names.append(mine)
+    since = str(int(time.time()) - 1)
+    # alice tries to forge bob's ownership: dsfw's stamp wins
+    _ok(alice.docker("run", "-d", "--name", mine, "--label", f"dsfw.owner.uid={uids['bob']}",
+                     "--label", "dsfw.owner.user=dsfwe2e-bob", "--label", "keep=me",
+                     TEST_IMAGE, "sleep", "300"))
+    labels = _direct_labels(mine)
+    assert labels["dsfw.owner.uid"] == str(uids["alice"])
+    assert labels["dsfw.owner.user"] == "dsfwe2e-alice"
+    assert labels["keep"] == "me"
+
+    # the owner lists and uses it
+    assert mine in _ok(alice.docker("ps", "--format", "{{.Names}}"))
+    assert _ok(alice.docker("exec", mine, "echo", "inside")).strip() == "inside"
+    _ok(alice.docker("logs", mine))
+    _ok(alice.docker("inspect", mine))
+
+    # for bob it does not exist: every answer is the one for a name that exists nowhere
+    nowhere = unique_name("dsfw-nowhere")
+    assert mine not in _ok(bob.docker("ps", "-a", "--format", "{{.Names}}"))
+    for command in (["inspect"], ["exec"], ["logs"], ["rm", "-f"], ["stop"], ["start"],
+                    ["container", "inspect"]):
+        extra = ["echo", "x"] if command == ["exec"] else []
+        hidden = bob.docker(*command, mine, *extra)
+        missing = bob.docker(*command, nowhere, *extra)
+        assert hidden.returncode == missing.returncode, (command, hidden.stderr)
+        assert "No such" in hidden.stderr, (command, hidden.stderr)
+        assert hidden.stderr.replace(mine, "X") == missing.stderr.replace(nowhere, "X"), command
+        assert hidden.stdout.replace(mine, "X") == missing.stdout.replace(nowhere, "X"), command
+    assert "No such container: " + mine in bob.docker("logs", mine).stderr
+    # ...and by ID
+    cid = docker_cli(DOCKER_SOCKET, "inspect", "-f", "{{.Id}}", mine).stdout.strip()
+    assert f"No such container: {cid[:12]}" in bob.docker("stop", cid[:12]).stderr
+    assert docker_cli(DOCKER_SOCKET, "inspect", "-f", "{{.State.Running}}", mine).stdout.strip() == "true"
+
+    # the event stream: alice sees her container's events, bob none of them
+    until = str(int(time.time()) + 1)
+    time.sleep(1.2)
+    fmt = "{{.Type}} {{.Actor.Attributes.name}}"
+    assert f"container {mine}" in _ok(alice.docker("events", "--since", since, "--until", until,
+                                                  "--format", fmt))
+    assert mine not in _ok(bob.docker("events", "--since", since, "--until", until, "--format", fmt))
+
+    # the exempt group sees and acts on everything
+    assert mine in _ok(admin.docker("ps", "--format", "{{.Names}}"))
+    assert mine in _ok(admin.docker("events", "--since", since, "--until", until, "--format", fmt))
+    _ok(admin.docker("inspect", mine))
+
+    # unscoped actions are refused with a reason, not hidden
+    pruned = bob.docker("container", "prune", "-f")
+    assert pruned.returncode != 0 and "pruning containers acts on objects of other callers" in pruned.stderr
+
+
+def test_the_sdk_follows_events_without_others_objects(owners):
+    docker = pytest.importorskip("docker")
+    proxy, callers, uids, names = owners
+    alice = callers["alice"]
+    client = docker.DockerClient(base_url=f"unix://{proxy.socket}", version="1.41", timeout=30)
+    theirs, own = unique_name("dsfw-alice"), unique_name("dsfw-root")
+    names += [theirs, own]
+    seen: list[str] = []
+    stream = client.events(decode=True, filters={"type": "container"})
+
+    def follow():
+        for event in stream:
+            seen.append(event.get("Actor", {}).get("Attributes", {}).get("name", ""))
+            if seen[-1] == own:
+                return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(0.5)
+    _ok(alice.docker("create", "--name", theirs, TEST_IMAGE, "true"))
+    mine = client.containers.create(TEST_IMAGE, ["true"], name=own)
+    reader.join(20)
+    stream.close()
+    assert own in seen and theirs not in seen, seen
+    assert mine.labels["dsfw.owner.uid"] == "0"
+    listed = [c.name for c in client.containers.list(all=True)]
+    assert own in listed and theirs not in listed
+    with pytest.raises(docker.errors.NotFound, match=f"No such container: {theirs}"):
+        client.containers.get(theirs)
+    assert theirs in _ok(alice.docker("ps", "-a", "--format", "{{.Names}}"))
+    assert own not in _ok(alice.docker("ps", "-a", "--format", "{{.Names}}"))
+
+
+def test_a_renamed_name_is_decided_on_its_new_holder(owners):
+    """bob's allowed request for "X" never reaches alice's container after the names move."""
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    shared_name, a, b = unique_name("dsfw-x"), unique_name("dsfw-a"), unique_name("dsfw-b")
+    names += [shared_name, a, b]
+    _ok(bob.docker("create", "--name", shared_name, TEST_IMAGE, "sleep", "300"))
+    _ok(alice.docker("create", "--name", a, TEST_IMAGE, "sleep", "300"))
+    _ok(bob.docker("inspect", shared_name))  # bob's identity of the name is now cached
+    _ok(bob.docker("rename", shared_name, b))
+    _ok(alice.docker("rename", a, shared_name))
+    started = bob.docker("start", shared_name)
+    assert started.returncode != 0 and f"No such container: {shared_name}" in started.stderr
+    state = docker_cli(DOCKER_SOCKET, "inspect", "-f", "{{.State.Status}}", shared_name).stdout
+    assert state.strip() == "created"
+
+
+def test_label_scoped_read_only_profile(dsfw_factory, tmp_path):
+    docker = pytest.importorskip("docker")
+    marker = unique_name("dsfw-proxy")
+    proxy = dsfw_factory(_library(tmp_path, ["common.rego", "labelscope.rego"],
+                                  {"labelscope": {"labels": [f"{marker}=yes"]}}))
+    shown, hidden = unique_name("dsfw-shown"), unique_name("dsfw-hidden")
+    try:
+        client = docker.DockerClient(base_url=f"unix://{proxy.socket}", version="1.41", timeout=30)
+        seen: list[str] = []
+        stream = client.events(decode=True)
+
+        def follow():
+            for event in stream:
+                seen.append(event.get("Actor", {}).get("Attributes", {}).get("name", ""))
+                if seen[-1] == shown and event.get("Action") == "start":
+                    return
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        time.sleep(0.5)
+        for name, label in ((hidden, "no"), (shown, "yes")):
+            assert docker_cli(DOCKER_SOCKET, "run", "-d", "--name", name, "--label",
+                              f"{marker}={label}", "-e", "SECRET=s3cret", TEST_IMAGE,
+                              "sleep", "300").returncode == 0
+        reader.join(20)
+        stream.close()
+        assert shown in seen and hidden not in seen, seen
+        listed = [c.name for c in client.containers.list(all=True)]
+        assert shown in listed and hidden not in listed
+        attrs = client.api.inspect_container(shown)
+        assert "Env" not in attrs["Config"] and attrs["Config"]["Labels"][marker] == "yes"
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(hidden)
+        out = docker_cli(proxy.socket, "stop", shown)
+        assert out.returncode != 0 and "label-scoped read-only profile" in out.stderr
+        assert docker_cli(proxy.socket, "ps", "--format", "{{.Names}}").stdout.split() == [shown]
+    finally:
+        for name in (shown, hidden):
+            docker_cli(DOCKER_SOCKET, "rm", "-f", name)
