@@ -24,8 +24,10 @@ from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
 from dsfw.errors import error_body
 from dsfw.build.gate import BuildGate, BuildOptions
+from dsfw.edge.hosts import HostSyntaxError, ListenAddress, parse_host
 from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
                                  ProtectedSocketService, fit_fd_limit)
+from dsfw.edge.tls import TcpListenerService, TlsFiles, TlsSetupError, server_options
 from dsfw.edge.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
@@ -39,6 +41,8 @@ from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetResolver
 
 log = structlog.get_logger("dsfw")
+
+DEFAULT_HOST = "/var/run/protected-docker.sock"
 
 
 _OCTAL_MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
@@ -118,10 +122,14 @@ class Options(usage.Options):
         ["dry-run", None, "Decide and log what would be denied, but relay everything."],
         ["allow-buildkit", None, "Relay BuildKit builds, whose Dockerfile dsfw cannot inspect."],
         ["allow-remote-context", None, "Relay builds of remote= contexts dsfw cannot inspect."],
+        ["tls", None, "Serve tcp:// hosts with TLS (implied by --tlsverify)."],
+        ["tlsverify", None, "Serve tcp:// hosts with TLS and accept only clients whose "
+                            "certificate is signed by --tlscacert."],
+        ["tls-insecure-loopback", None, "Allow a loopback tcp:// host without client-certificate "
+                                        "verification (anyone on the machine gets in)."],
     ]
     optParameters = [
         ["config", "c", None, "YAML file carrying any of these options."],
-        ["host", None, "/var/run/protected-docker.sock", "The docker socket to listen on."],
         ["target", None, "/var/run/docker.sock", "The docker socket to connect to."],
         ["policyDir", None, "/etc/docker", "The directory containing the OPA (Rego) policies."],
         ["socket-mode", None, "0660", "Permissions of the listening socket (octal).", _octal],
@@ -150,10 +158,28 @@ class Options(usage.Options):
         ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
          "Client connections served at once; more are answered 503 until one closes "
          "(the open-file limit is raised to fit, or this is lowered).", _positive(int)],
+        ["tlscacert", None, TlsFiles.ca, "CA certificate(s) client certificates must chain to."],
+        ["tlscert", None, TlsFiles.cert, "dsfw's TLS certificate (then any intermediates)."],
+        ["tlskey", None, TlsFiles.key, "dsfw's TLS private key."],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
     ]
+
+    def __init__(self):
+        super().__init__()
+        self["host"] = []
+
+    def opt_host(self, value: str) -> None:
+        """Where to listen: a UNIX socket path (unix://PATH) or tcp://IP:PORT; may be repeated
+        [default: /var/run/protected-docker.sock]."""
+        try:
+            parse_host(value)
+        except HostSyntaxError as e:
+            raise usage.UsageError(str(e))
+        self["host"].append(value)
+
+    opt_H = opt_host
 
     def parseOptions(self, options=None):
         self._argv = list(options) if options is not None else None
@@ -170,6 +196,8 @@ class Options(usage.Options):
                 return True
             if name in short and arg.startswith(f"-{short[name]}"):
                 return True
+            if name == "host" and arg.startswith("-H"):
+                return True
         return False
 
     def _apply_config(self, path: str) -> None:
@@ -183,7 +211,13 @@ class Options(usage.Options):
         params = {p[0]: p for p in self.optParameters}
         flags = {f[0] for f in self.optFlags}
         for key, value in data.items():
-            if key == "config" or (key not in params and key not in flags):
+            if key == "host" and not self._given_on_command_line(key):
+                for host in value if isinstance(value, list) else [value]:
+                    if not isinstance(host, str):
+                        raise usage.UsageError(f"config file {path}: host must be text or a list")
+                    self.opt_host(host)
+                continue
+            if key == "config" or (key not in params and key not in flags and key != "host"):
                 raise usage.UsageError(f"config file {path}: unknown option {key!r}")
             if self._given_on_command_line(key):
                 continue
@@ -207,6 +241,19 @@ class Options(usage.Options):
             self["socket-mode"] = _octal(self["socket-mode"])
         if self["log-format"] not in logsetup.FORMATS:
             raise usage.UsageError("--log-format must be 'auto', 'console' or 'json'")
+        if not self["host"]:
+            self["host"] = [DEFAULT_HOST]
+        for address in map(parse_host, self["host"]):
+            if address.kind != "tcp" or self["tlsverify"]:
+                continue
+            if not (address.is_loopback and self["tls-insecure-loopback"]):
+                raise usage.UsageError(
+                    f"{address} would let clients in without a verified certificate: give "
+                    "--tlsverify (with --tlscacert, --tlscert, --tlskey), or, on a loopback "
+                    "address only, --tls-insecure-loopback")
+
+    def listen_addresses(self) -> list[ListenAddress]:
+        return [parse_host(h) for h in self["host"]]
 
 
 class DsfwChannel(HTTPChannel):
@@ -292,7 +339,7 @@ class _Lifecycle(Service):
         super().startService()
         o = self._options
         log.info("dsfw.started",
-                 message=f"Docker Firewall: {o['target']} -> {o['host']}, "
+                 message=f"Docker Firewall: {o['target']} -> {', '.join(o['host'])}, "
                          f"Policy Dir: {o['policyDir']}",
                  engine=self._engine.name, revision=self._engine.revision(),
                  dry_run=bool(o["dry-run"]))
@@ -323,6 +370,28 @@ def _make_engine(options: Options, reactor):
         return EmbeddedEngine(options["policyDir"])
     except PolicyLoadError as e:
         raise SystemExit(f"dsfw: cannot load policies: {e}")
+
+
+def _listeners(options: Options, reactor, site) -> list[Service]:
+    """One service per ``--host``; TCP ones with TLS unless explicitly insecure on loopback."""
+    tls_options = None
+    listeners: list[Service] = []
+    for address in options.listen_addresses():
+        if address.kind == "unix":
+            listeners.append(ProtectedSocketService(
+                reactor, address.path, site, mode=options["socket-mode"],
+                group=options["socket-group"]))
+            continue
+        use_tls = options["tlsverify"] or options["tls"]
+        if use_tls and tls_options is None:
+            files = TlsFiles(options["tlscacert"], options["tlscert"], options["tlskey"])
+            try:
+                tls_options = server_options(files, verify_clients=bool(options["tlsverify"]))
+            except TlsSetupError as e:
+                raise SystemExit(f"dsfw: cannot set up TLS: {e}")
+        listeners.append(TcpListenerService(reactor, address, site,
+                                            tls_options if use_tls else None))
+    return listeners
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -357,8 +426,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     site.log = lambda request: None  # dsfw logs its own decision per request
 
     top = MultiService()
-    ProtectedSocketService(reactor, options["host"], site, mode=options["socket-mode"],
-                           group=options["socket-group"]).setServiceParent(top)
+    for listener in _listeners(options, reactor, site):
+        listener.setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
     watcher.setServiceParent(top)
     PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)

@@ -43,7 +43,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_original_defaults(self):
         o = parse([])
-        self.assertEqual(o["host"], "/var/run/protected-docker.sock")
+        self.assertEqual(o["host"], ["/var/run/protected-docker.sock"])
         self.assertEqual(o["target"], "/var/run/docker.sock")
         self.assertEqual(o["policyDir"], "/etc/docker")
         self.assertFalse(o["verbose"])
@@ -52,13 +52,13 @@ class OptionsTests(SynchronousTestCase):
     def test_original_flags(self):
         o = parse(["--host", "/tmp/a.sock", "--target", "/tmp/d.sock", "--policyDir", "/p", "-v"])
         self.assertEqual((o["host"], o["target"], o["policyDir"], o["verbose"]),
-                         ("/tmp/a.sock", "/tmp/d.sock", "/p", 1))
+                         (["/tmp/a.sock"], "/tmp/d.sock", "/p", 1))
 
     def test_config_file_sets_options(self):
         path = self.config("host: /tmp/from-file.sock\nverbose: true\nsocket-mode: '0640'\n"
                            "max-json-body: 1024\nopa-timeout: 0.5\ndry-run: true\n")
         o = parse(["--config", path])
-        self.assertEqual(o["host"], "/tmp/from-file.sock")
+        self.assertEqual(o["host"], ["/tmp/from-file.sock"])
         self.assertEqual(o["verbose"], 1)
         self.assertEqual(o["socket-mode"], 0o640)
         self.assertEqual(o["max-json-body"], 1024)
@@ -69,7 +69,7 @@ class OptionsTests(SynchronousTestCase):
     def test_command_line_wins(self):
         path = self.config("host: /tmp/from-file.sock\ntarget: /tmp/file-docker.sock\n")
         o = parse(["--host=/tmp/cli.sock", "-c", path])
-        self.assertEqual(o["host"], "/tmp/cli.sock")
+        self.assertEqual(o["host"], ["/tmp/cli.sock"])
         self.assertEqual(o["target"], "/tmp/file-docker.sock")
 
     def test_unknown_key(self):
@@ -142,7 +142,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(top, MultiService)
         services = list(top)
         sockets = [s for s in services if isinstance(s, ProtectedSocketService)]
-        self.assertEqual([s.path for s in sockets], [options["host"]])
+        self.assertEqual([s.path for s in sockets], options["host"])
         self.assertEqual(len([s for s in services if isinstance(s, PolicyWatcher)]), 1)
         self.assertEqual(self.configured, [{"verbose": 0, "fmt": "auto", "log_file": None}])
         self.assertEqual(reactor.unixServers, [])  # nothing listens before startService

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -61,8 +62,13 @@ class ClientSplice(Protocol):
             self._upstream.transport.write(data)
 
     def readConnectionLost(self) -> None:
-        if self._upstream.transport is not None:
-            self._upstream.transport.loseWriteConnection()
+        up = self._upstream.transport
+        if up is not None:
+            # With a paused producer registered, Twisted resumes it instead of half-closing
+            # once the buffer drains, and dockerd would never see stdin end: nothing more
+            # comes from the client, so it stops being the producer first.
+            up.unregisterProducer()
+            up.loseWriteConnection()
 
     def writeConnectionLost(self) -> None:
         self._close_upstream()
@@ -74,9 +80,14 @@ class ClientSplice(Protocol):
     # Called by DockerConnection once it is spliced.
     def upstream_read_closed(self) -> None:
         """dockerd finished sending: flush to the client, then close it."""
-        self.transport.loseConnection()
+        self._close_client()
 
     def upstream_lost(self) -> None:
+        self._close_client()
+
+    def _close_client(self) -> None:
+        # A TLS transport sends its close_notify only once no producer is registered.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _close_upstream(self) -> None:
@@ -97,7 +108,10 @@ def splice(request, head: ResponseHead, upstream: DockerConnection, upstream_lef
     transport, client_leftover = detach_client(request)
     client = ClientSplice(upstream, on_close)
     client.transport = transport
-    transport.protocol = client
+    if isinstance(transport, ProtocolWrapper):  # TLS: the wrapper hands data to its protocol
+        transport.wrappedProtocol = client
+    else:
+        transport.protocol = client
     upstream.splice_peer = client
     transport.write(head.serialize())
     if upstream_leftover:

@@ -71,7 +71,34 @@ def group_id(group: str | int | None) -> int:
     return grp.getgrnam(group).gr_gid
 
 
-class ProtectedSocketService(Service):
+def listen_now(endpoint, factory):
+    """Listen and return the port, or raise: dsfw must not start without a listener.
+
+    UNIX and TCP endpoints listen synchronously, so the Deferred has fired on return.
+    """
+    outcome: list = []
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise RuntimeError(f"{endpoint!r} did not start listening at once")
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+class ListeningService(Service):
+    """Holds one listening port while running; closes it on stop."""
+
+    _port = None
+
+    def stopService(self):
+        super().stopService()
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+
+class ProtectedSocketService(ListeningService):
     """Listens on the protected socket while running; removes it on stop."""
 
     def __init__(self, reactor, path: str, factory, mode: int = 0o660, group=None):
@@ -83,32 +110,19 @@ class ProtectedSocketService(Service):
         self._factory = factory
         self._mode = mode
         self._gid = group_id(group)
-        self._port = None
 
     def startService(self) -> None:
         claim_socket_path(self.path)
         old = os.umask(0o177)
         try:
             endpoint = UNIXServerEndpoint(self._reactor, self.path, mode=0o600, wantPID=False)
-            d = endpoint.listen(self._factory)
+            self._port = listen_now(endpoint, self._factory)
         finally:
             os.umask(old)
-        outcome: list = []
-        d.addBoth(outcome.append)  # listenUNIX is synchronous: this fires now
-        if isinstance(outcome[0], Failure):
-            outcome[0].raiseException()
-        self._port = outcome[0]
         if self._gid != -1:
             os.chown(self.path, -1, self._gid)
         os.chmod(self.path, self._mode)
         super().startService()
-
-    def stopService(self):
-        super().stopService()
-        if self._port is not None:
-            port, self._port = self._port, None
-            return port.stopListening()
-        return None
 
 
 def fit_fd_limit(max_connections: int, getrlimit=resource.getrlimit,

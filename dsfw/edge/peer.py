@@ -14,6 +14,8 @@ import socket
 import struct
 from typing import Any
 
+from dsfw.edge.tls import tls_peer
+
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 
@@ -40,11 +42,16 @@ def credentials_of(sock: socket.socket) -> dict[str, Any] | None:
 
 
 def peer_identity(transport: Any) -> dict[str, Any] | None:
-    """The peer credentials of a Twisted UNIX-socket transport, or None.
+    """Who is on the other end of a Twisted transport, or None.
 
-    None for anything that is not a UNIX socket (TCP, in-memory test
-    transports), so policies can tell "unknown" from any real identity.
+    ``SO_PEERCRED`` fields for a UNIX socket; ``{"Tls": {...}}`` (the verified
+    client certificate, see :mod:`dsfw.edge.tls`) for a TLS connection; None
+    for anything else (plain loopback TCP, in-memory test transports), so
+    policies can tell "unknown" from any real identity.
     """
+    tls = tls_peer(transport)
+    if tls is not None:
+        return tls
     get_handle = getattr(transport, "getHandle", None)
     if get_handle is None:
         return None
@@ -55,3 +62,11 @@ def peer_identity(transport: Any) -> dict[str, Any] | None:
     if not isinstance(sock, socket.socket):
         return None
     return credentials_of(sock)
+
+
+def peer_log_fields(peer: dict[str, Any]) -> dict[str, Any]:
+    """The few fields of a peer worth a place on every log line."""
+    tls = peer.get("Tls")
+    if tls is not None:
+        return {"peer_cn": tls.get("SubjectCN"), "peer_cert": tls.get("Fingerprint", "")[:19]}
+    return {"peer_uid": peer.get("Uid"), "peer_user": peer.get("User")}

@@ -23,6 +23,7 @@ from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooL
                          ShuttingDown, error_body, error_response)
 from dsfw.input.request import CanonicalRequest, canonical_request, input_document
 from dsfw.edge.inflight import InFlight
+from dsfw.edge.peer import peer_log_fields
 from dsfw.ops.metrics import Metrics
 from dsfw.input.redact import redact_input, redact_query
 from dsfw.build.gate import BuildGate
@@ -145,7 +146,7 @@ class FirewallResource(Resource):
                 length = prepared.context_length
             peer = self._peer_of(request.channel)
             if peer is not None:
-                bound = bound.bind(peer_uid=peer.get("Uid"), peer_user=peer.get("User"))
+                bound = bound.bind(**peer_log_fields(peer))
             scoped = None
             if self._scope is not None:
                 # the policy sees the path as written and the object's identity;
