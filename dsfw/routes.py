@@ -38,6 +38,14 @@ VOLUME_FACTS = "volume"
 
 ANY_METHOD = "*"
 
+# How a secret-bearing field is masked wherever input leaves dsfw (dsfw.input.redact).
+SECRET = "secret"        # the whole value (strings and numbers at every depth)
+ENV = "env"              # NAME=value strings: names kept
+OPTIONS = "options"      # a map of options: keys kept, values masked
+URL = "url"              # a URL or git address: user info and query masked
+BUILDARGS = "buildargs"  # a JSON object of build args: names kept
+CHANGES = "changes"      # Dockerfile instructions (commit/import changes=): ENV values masked
+
 # Upgrade protocols dockerd speaks on the endpoints that may hijack.
 HIJACK_UPGRADES = frozenset({"tcp", "h2c"})
 
@@ -64,7 +72,10 @@ class Endpoint:
     below API ``schema_below`` when set.  ``facts`` names the derived facts the
     body gives.  ``admin`` endpoints are answered by dsfw itself; ``buildkit``
     ones serve BuildKit sessions dsfw cannot inspect; ``versioned`` is False
-    for routes dockerd serves only without a ``/vX.Y`` prefix.
+    for routes dockerd serves only without a ``/vX.Y`` prefix.  ``secrets``
+    lists the fields that carry credentials, as ``(path, kind)``: body paths in
+    Go's field names (``[]`` every list element, ``""`` the whole body),
+    ``?name`` a query parameter; see :mod:`dsfw.input.redact`.
     """
 
     method: str
@@ -77,6 +88,7 @@ class Endpoint:
     admin: bool = False
     buildkit: bool = False
     versioned: bool = True
+    secrets: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     matcher: "_Matcher" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -191,11 +203,23 @@ class Route:
         return (method if method in STANDARD_METHODS else "OTHER"), self.template
 
 
-def _e(method: str, pattern: str, **kw: Any) -> Endpoint:
-    return Endpoint(method, pattern, **kw)
+def _e(method: str, pattern: str, secrets: dict[str, str] | None = None, **kw: Any) -> Endpoint:
+    return Endpoint(method, pattern, secrets=tuple((secrets or {}).items()), **kw)
 
 
-_CONTAINER = dict(body=JSON, schema="container", facts=CONTAINER_FACTS)
+_LOG_OPTIONS = {"HostConfig.LogConfig.Config": OPTIONS,
+                "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS}
+_CONTAINER = dict(body=JSON, schema="container", facts=CONTAINER_FACTS,
+                  secrets={"Env": ENV, **_LOG_OPTIONS})
+_AUTH_CONFIG = {"Password": SECRET, "Auth": SECRET, "IdentityToken": SECRET,
+                "RegistryToken": SECRET, "ServerAddress": URL}
+_SWARM_SPEC = {"CAConfig.SigningCAKey": SECRET, "CAConfig.ExternalCAs[].Options": OPTIONS,
+               "CAConfig.ExternalCAs[].URL": URL, "TaskDefaults.LogDriver.Options": OPTIONS}
+_SERVICE = dict(body=JSON, schema=T.SERVICE_SPEC, facts=SERVICE_FACTS, secrets={
+    "TaskTemplate.ContainerSpec.Env": ENV, "TaskTemplate.ContainerSpec.Secrets": SECRET,
+    "TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS,
+    "TaskTemplate.LogDriver.Options": OPTIONS, "TaskTemplate.PluginSpec.Env": ENV})
+_DATA = {"Data": SECRET}
 
 # moby 20.10 api/server/router/*, in the order dockerd registers them.
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -222,19 +246,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("POST", "/containers/{id:.*}/restart"),
     # dockerd reads a start body below 1.24 (a whole HostConfig) and refuses one above
     _e("POST", "/containers/{id:.*}/start", body=JSON, schema="start", schema_below="1.24",
-       facts=CONTAINER_FACTS),
+       facts=CONTAINER_FACTS, secrets=_LOG_OPTIONS),
     _e("POST", "/containers/{id:.*}/stop"),
     _e("POST", "/containers/{id:.*}/wait"),
     _e("POST", "/containers/{id:.*}/resize"),
     _e("POST", "/containers/{id:.*}/attach", hijack=True),
     _e("POST", "/containers/{id:.*}/copy"),
-    _e("POST", "/containers/{id:.*}/exec", body=JSON, schema=T.EXEC_CONFIG, facts=EXEC_FACTS),
+    _e("POST", "/containers/{id:.*}/exec", body=JSON, schema=T.EXEC_CONFIG, facts=EXEC_FACTS,
+       secrets={"Env": ENV}),
     _e("POST", "/exec/{id:.*}/start", body=JSON, schema=T.EXEC_START_CHECK, hijack=True),
     _e("POST", "/exec/{id:.*}/resize"),
     _e("POST", "/containers/{id:.*}/rename"),
     _e("POST", "/containers/{id:.*}/update", body=JSON, schema=T.UPDATE_CONFIG),
     _e("POST", "/containers/prune"),
-    _e("POST", "/commit", **_CONTAINER),
+    _e("POST", "/commit", **{**_CONTAINER, "secrets": {**_CONTAINER["secrets"],
+                                                       "?changes": CHANGES}}),
     _e("PUT", "/containers/{id:.*}/archive", body=STREAM),
     _e("DELETE", "/containers/{id:.*}"),
     # image
@@ -245,9 +271,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("GET", "/images/{name:.*}/history"),
     _e("GET", "/images/{name:.*}/json"),
     _e("POST", "/images/load", body=STREAM),
-    _e("POST", "/images/create", body=STREAM),
+    _e("POST", "/images/create", body=STREAM, secrets={"?fromSrc": URL, "?changes": CHANGES}),
     # the auth config travels in the body when X-Registry-Auth is absent
-    _e("POST", "/images/{name:.*}/push", body=JSON),
+    _e("POST", "/images/{name:.*}/push", body=JSON, secrets=_AUTH_CONFIG),
     _e("POST", "/images/{name:.*}/tag"),
     _e("POST", "/images/prune"),
     _e("DELETE", "/images/{name:.*}"),
@@ -259,30 +285,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("GET", "/info"),
     _e("GET", "/version"),
     _e("GET", "/system/df"),
-    _e("POST", "/auth", body=JSON),
+    _e("POST", "/auth", body=JSON, secrets=_AUTH_CONFIG),
     # volume
     _e("GET", "/volumes"),
     _e("GET", "/volumes/{name:.*}"),
-    _e("POST", "/volumes/create", body=JSON, schema=T.VOLUME_CREATE_BODY, facts=VOLUME_FACTS),
+    _e("POST", "/volumes/create", body=JSON, schema=T.VOLUME_CREATE_BODY, facts=VOLUME_FACTS,
+       secrets={"DriverOpts": OPTIONS}),
     _e("POST", "/volumes/prune"),
     _e("DELETE", "/volumes/{name:.*}"),
     # build, session
-    _e("POST", "/build", body=BUILD),
+    _e("POST", "/build", body=BUILD, secrets={"?buildargs": BUILDARGS, "?remote": URL}),
     _e("POST", "/build/prune"),
     _e("POST", "/build/cancel"),
     _e("POST", "/session", hijack=True, buildkit=True),
     # swarm
-    _e("POST", "/swarm/init", body=JSON),
-    _e("POST", "/swarm/join", body=JSON),
+    _e("POST", "/swarm/init", body=JSON, secrets={"Spec." + k: v for k, v in _SWARM_SPEC.items()}),
+    _e("POST", "/swarm/join", body=JSON, secrets={"JoinToken": SECRET, "RemoteAddrs[]": URL}),
     _e("POST", "/swarm/leave"),
     _e("GET", "/swarm"),
     _e("GET", "/swarm/unlockkey"),
-    _e("POST", "/swarm/update", body=JSON),
-    _e("POST", "/swarm/unlock", body=JSON),
+    _e("POST", "/swarm/update", body=JSON, secrets=_SWARM_SPEC),
+    _e("POST", "/swarm/unlock", body=JSON, secrets={"UnlockKey": SECRET}),
     _e("GET", "/services"),
     _e("GET", "/services/{id}"),
-    _e("POST", "/services/create", body=JSON, schema=T.SERVICE_SPEC, facts=SERVICE_FACTS),
-    _e("POST", "/services/{id}/update", body=JSON, schema=T.SERVICE_SPEC, facts=SERVICE_FACTS),
+    _e("POST", "/services/create", **_SERVICE),
+    _e("POST", "/services/{id}/update", **_SERVICE),
     _e("DELETE", "/services/{id}"),
     _e("GET", "/services/{id}/logs"),
     _e("GET", "/nodes"),
@@ -293,15 +320,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("GET", "/tasks/{id}"),
     _e("GET", "/tasks/{id}/logs"),
     _e("GET", "/secrets"),
-    _e("POST", "/secrets/create", body=JSON),
+    _e("POST", "/secrets/create", body=JSON, secrets=_DATA),
     _e("DELETE", "/secrets/{id}"),
     _e("GET", "/secrets/{id}"),
-    _e("POST", "/secrets/{id}/update", body=JSON),
+    _e("POST", "/secrets/{id}/update", body=JSON, secrets=_DATA),
     _e("GET", "/configs"),
-    _e("POST", "/configs/create", body=JSON),
+    _e("POST", "/configs/create", body=JSON, secrets=_DATA),
     _e("DELETE", "/configs/{id}"),
     _e("GET", "/configs/{id}"),
-    _e("POST", "/configs/{id}/update", body=JSON),
+    _e("POST", "/configs/{id}/update", body=JSON, secrets=_DATA),
     # plugin
     _e("GET", "/plugins"),
     _e("GET", "/plugins/{name:.*}/json"),
@@ -312,7 +339,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("POST", "/plugins/pull", body=JSON, schema=T.PLUGIN_PRIVILEGES),
     _e("POST", "/plugins/{name:.*}/push"),
     _e("POST", "/plugins/{name:.*}/upgrade", body=JSON, schema=T.PLUGIN_PRIVILEGES),
-    _e("POST", "/plugins/{name:.*}/set", body=JSON, schema=T.STRS),
+    _e("POST", "/plugins/{name:.*}/set", body=JSON, schema=T.STRS, secrets={"": ENV}),
     _e("POST", "/plugins/create", body=STREAM),
     # distribution, grpc (BuildKit over h2c)
     _e("GET", "/distribution/{name:.*}/json"),

@@ -28,8 +28,9 @@ Recording is enabled on the daemon:
 
 It then writes one JSON file per decision into DIR:
 {"input": ..., "decision": {"package", "allowed", "revision"}, "reasons": [...], "time": ...},
-with credentials redacted (X-Registry-Auth, X-Registry-Config and
-Authorization header values, container Env values). Replay one with
+with credentials redacted (registry credentials, Env values, swarm tokens
+and keys, secret payloads, driver options, build args wherever the Dockerfile
+uses them, credentials in URLs; see docs/input.md). Replay one with
 `dsfw eval --policyDir P --input DIR/FILE.json`.
 """
 
@@ -124,15 +125,22 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
         peer = cli_eval.peer_of(args.peer) if args.peer else None
         doc, req = cli_eval.request_input(args.method, args.path, body, args.header, peer)
         if args.dockerfile:
-            build = cli_eval.build_fields(req, _read(args.dockerfile))
+            try:
+                build = cli_eval.build_fields(req, _read(args.dockerfile))
+            except DsfwError as e:  # a Dockerfile error may quote a build arg's value
+                raise cli_eval.InputError(_without_secrets(doc, e.client_message())) from None
     engine = _load_engine(args.policyDir)
+    shown = {**doc, **(build or {})}
     if not args.quiet:
-        cli_eval.print_input({**doc, **(build or {})}, out)
-    verdict = cli_eval.decide(engine, doc, build)
+        cli_eval.print_input(shown, out)
+    try:
+        verdict = cli_eval.decide(engine, doc, build)
+    except DsfwError as e:  # an evaluation error may quote the input
+        raise cli_eval.InputError(_without_secrets(shown, e.client_message())) from None
     if recorded is not None:
         out.write(f"recorded: data.{recorded.get('package')}: "
                   f"{'allowed' if recorded.get('allowed') else 'denied'}\n")
-    cli_eval.print_verdict(verdict, out)
+    cli_eval.print_verdict(verdict, out, shown)
     if args.explain:
         cli_eval.print_explanations(engine, doc, build, out)
     return EXIT_OK if verdict.allowed else EXIT_DENIED
@@ -145,6 +153,11 @@ def _learn(args, out: TextIO, err: TextIO) -> int:
     except learn.LearnError as e:
         err.write(f"dsfw learn: {e}\n")
         return EXIT_ERROR
+
+
+def _without_secrets(doc, message: str) -> str:
+    from dsfw.input.redact import scrub_messages
+    return scrub_messages(doc, (message,))[0]
 
 
 def _record(args, out: TextIO, err: TextIO) -> int:

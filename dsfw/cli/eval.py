@@ -23,7 +23,7 @@ from dsfw.input.request import CanonicalRequest, canonical_request, input_docume
 from dsfw.policy import AUTHZ, BUILD, PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
 from dsfw.ops.recorder import input_of
-from dsfw.input.redact import redact_input
+from dsfw.input.redact import redacted_input, scrub_messages
 
 
 class InputError(ValueError):
@@ -100,10 +100,11 @@ def decide(engine: EmbeddedEngine, doc: dict[str, Any], build: dict[str, Any] | 
     return Verdict(decisions)
 
 
-def print_verdict(verdict: Verdict, out: TextIO) -> None:
+def print_verdict(verdict: Verdict, out: TextIO, doc: dict[str, Any] | None = None) -> None:
+    """The decisions, their reasons without the secret values of ``doc`` they may quote."""
     for d in verdict.decisions:
         out.write(f"data.{d.package}: {'allowed' if d.allowed else 'denied'}\n")
-        for reason in d.reasons:
+        for reason in scrub_messages(doc, d.reasons):
             out.write(f"  - {reason}\n")
 
 
@@ -145,7 +146,7 @@ def _print_trace(engine: EmbeddedEngine, package: str, rule: str, document: dict
 
 def print_input(doc: dict[str, Any], out: TextIO) -> None:
     out.write("input (credentials redacted):\n")
-    out.write(json.dumps(redact_input(doc), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    out.write(json.dumps(redacted_input(doc), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def replay_directory(engine: EmbeddedEngine | None, directory: str, out: TextIO) -> int:
@@ -166,7 +167,7 @@ def replay_directory(engine: EmbeddedEngine | None, directory: str, out: TextIO)
             if now.allowed != was:
                 changed += 1
                 line += f" -> now {'allowed' if now.allowed else 'denied'}"
-                line += "".join(f"\n  - {r}" for r in now.reasons)
+                line += "".join(f"\n  - {r}" for r in scrub_messages(doc, now.reasons))
         out.write(line + "\n")
     out.write(f"{len(files)} recorded decisions" +
               (f", {changed} decided differently now\n" if engine is not None else "\n"))

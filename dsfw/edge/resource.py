@@ -8,6 +8,7 @@ a Docker-style ``{"message": ...}`` body: the firewall fails closed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -25,7 +26,7 @@ from dsfw.input.request import CanonicalRequest, canonical_request, input_docume
 from dsfw.edge.inflight import InFlight
 from dsfw.edge.peer import peer_log_fields
 from dsfw.ops.metrics import Metrics
-from dsfw.input.redact import redact_input, redact_query
+from dsfw.input.redact import redacted_input, redacted_query, scrub, secret_values
 from dsfw.build.gate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.edge.relay import Relay
@@ -63,6 +64,15 @@ def _failure_outcome(exc: BaseException) -> str:
     """The metrics outcome of a request that ended in ``exc`` (one outcome per request)."""
     status = getattr(exc, "status", 500)
     return "denied" if status == 403 else "bad_request" if 400 <= status < 500 else "error"
+
+
+def _exposed(req: CanonicalRequest | None) -> dict[str, Any] | None:
+    """The parts of a request that a log line or an error message could quote."""
+    if req is None:
+        return None
+    return {"Method": req.method, "PathPlain": req.target.plain_path,
+            "Path": req.target.policy_path(), "Query": req.target.query_dict(),
+            "Headers": dict(req.headers), "Body": req.body}
 
 
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
@@ -126,6 +136,7 @@ class FirewallResource(Resource):
         context = None
         req = None
         outcome = None  # counted once, when the request is over
+        doc = None
         try:
             if self.inflight.draining:
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
@@ -133,8 +144,7 @@ class FirewallResource(Resource):
             bound = bound.bind(method=req.method, path=req.target.path)
             if self._verbose:
                 # the original firewall's first line; the target as canonicalized and redacted
-                bound.debug("request.received", target=redact_input(
-                    {"Path": req.target.policy_path(), "Query": req.target.query_dict()})["Path"])
+                bound.debug("request.received", target=redacted_input(_exposed(req))["Path"])
             stream = request.content if req.stream_body else None
             length = _body_size(stream) if stream is not None else None
             build_fields = None
@@ -185,7 +195,7 @@ class FirewallResource(Resource):
             if hijack_token is not None:
                 self.inflight.end(hijack_token)
             outcome = _failure_outcome(e)
-            self._refuse(request, e, bound)
+            self._refuse(request, e, bound, doc if doc is not None else _exposed(req))
         finally:
             self.inflight.end(token)
             if outcome is not None:
@@ -230,20 +240,26 @@ class FirewallResource(Resource):
                       scoped=None):
         query = f"data.{package}.allow"
         if self._verbose:
-            bound.debug("policy.query", query=query, input=redact_input(doc))
+            bound.debug("policy.query", query=query, input=redacted_input(doc))
         try:
             decision = await self._engine.decide(package, doc)
         except Exception as e:
             if not self._dry_run:
                 raise
-            bound.warning("policy.dry_run_would_deny", query=query, error=error_response(e)[1])
+            bound.warning("policy.dry_run_would_deny", query=query,
+                          error=scrub(error_response(e)[1], secret_values(doc)))
             return None
+        if decision.reasons:
+            # a deny message may quote the input: what leaves dsfw never holds its secrets
+            secrets = secret_values(doc)
+            decision = dataclasses.replace(
+                decision, reasons=tuple(scrub(r, secrets) for r in decision.reasons))
         if self._recorder is not None:
             self._recorder.record(doc, decision)
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
                    revision=decision.revision,
-                   url_query=redact_query(doc["Query"]),
+                   url_query=redacted_query(doc),
                    ms=round((time.perf_counter() - started) * 1000, 3))
         if scoped is not None:
             # before a denial: a hidden object is missing, not forbidden
@@ -260,10 +276,16 @@ class FirewallResource(Resource):
             raise Forbidden(decision.message())
         return decision
 
-    def _refuse(self, request, exc: BaseException, bound) -> None:
+    def _refuse(self, request, exc: BaseException, bound, doc: dict | None) -> None:
+        """Answer a refusal; its message and log lines never carry the request's secrets."""
         status, message = error_response(exc)
+        secrets = secret_values(doc) if doc else ()
+        message = scrub(message, secrets)
         if not isinstance(exc, DsfwError):
-            bound.error("request.failed", status=status, error=repr(exc), exc_info=exc)
+            error = scrub(repr(exc), secrets)
+            # a traceback quoting a secret is not logged; the scrubbed error still is
+            bound.error("request.failed", status=status, error=error,
+                        exc_info=exc if error == repr(exc) else None)
         elif status >= 500:
             bound.error("request.failed", status=status, error=message)
         else:

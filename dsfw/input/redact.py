@@ -1,65 +1,431 @@
-"""What may be logged or recorded of a policy input: credentials never are.
+"""What may leave dsfw of a policy input: credentials never do.
 
-The policy sees everything (a policy may check a registry or an env var);
-logs and recordings see registry credentials, ``Authorization`` headers,
-container environment values, ``/auth`` passwords and secret payloads
-replaced by a marker.  Environment *names* stay, so a recorded input still
-shows which variables a request set.
+The policy sees everything (it may check a registry, a token's presence, an
+env var).  Everything else -- the default and verbose logs, ``--record-dir``,
+shipped decision logs, ``dsfw eval``/``dsfw record`` output -- gets a copy
+from :func:`redacted_input`, made by meaning rather than by spelling:
+
+* per endpoint, the fields that carry secrets (``secrets`` in the route table,
+  :mod:`dsfw.routes`), matched on keys folded as Go's decoder folds them, so
+  ``paſſword`` and ``PASSWORD`` are the ``Password`` dockerd logs in with;
+* every other key -- fields dsfw does not know, map keys such as ``Labels``,
+  query parameter and header names -- is kept only if its folded name cannot
+  name a credential (``*token*``, ``*password*``, ``*key*``, ``*auth*``...);
+* credentials in URLs anywhere (``user:password@``, query strings);
+* build args come back in ``DockerfileParsed`` wherever the Dockerfile
+  substitutes them: the Dockerfile is parsed again with each value replaced
+  by the marker, so ``ENV``, ``LABEL``, ``FROM`` and ``ARG`` show the marker.
+
+What a policy writes into a deny message, or an engine into an error, may
+echo input: :func:`secret_values` lists the values masked above (and the
+decoded registry credentials), and :func:`scrub` cuts them out of text.
+Names stay (``Env`` names, option keys, build arg names), so a record still
+shows what a request set.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any
+import base64
+import binascii
+import functools
+import json
+import re
+from typing import Any, Iterable
+from urllib.parse import quote, unquote
+
+from dsfw import routes
+from dsfw.input.types import go_fold
+from dsfw.routes import BUILDARGS, CHANGES, ENV, OPTIONS, SECRET, URL
 
 MARK = "<redacted>"
-SECRET_HEADERS = frozenset({"X-Registry-Auth", "X-Registry-Config", "Authorization"})
-_SECRET_BODY_KEYS = frozenset({"password", "identitytoken", "registrytoken", "auth", "data"})
+# Values shorter than this are masked where they stand but not searched for in
+# free text: cutting every "1" or "yes" out of a message would hide the message.
+MIN_SCRUB = 4
+SECRET_HEADERS = frozenset({"X-Registry-Auth", "X-Registry-Config", "Authorization",
+                            "Proxy-Authorization", "Cookie"})
+
+# Substrings (of a folded name without separators) that may name a credential,
+# and short names that do when they are the whole name.
+_CREDENTIAL_PARTS = ("token", "passw", "passwd", "pwd", "passphrase", "secret", "key", "auth",
+                     "cred", "cert", "private", "signature", "cookie", "session", "bearer")
+_CREDENTIAL_NAMES = frozenset({"pass", "pw", "sig", "sas", "jwt", "otp", "pin"})
+# Known fields whose names match the rule above but never hold a secret.
+_KNOWN_HARMLESS = frozenset({"detachkeys", "nodecertexpiry", "rotateworkertoken",
+                             "rotatemanagertoken", "rotatemanagerunlockkey", "signingcacert",
+                             "cacert", "keepoldsnapshots"})
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+_URL_IN_TEXT = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*@)?(?P<rest>[^?#\s]*)"
+    r"(?P<query>\?[^#\s]*)?")
 
 
-def _redact_env(env: Any) -> Any:
-    if not isinstance(env, list):
-        return env
-    return [f"{e.split('=', 1)[0]}={MARK}" if isinstance(e, str) else MARK for e in env]
+def may_name_credential(name: str) -> bool:
+    """True unless ``name`` (folded as Go folds keys) certainly names no credential.
+
+    Names with characters Go would not fold to ASCII are treated as possible
+    credentials: a look-alike of ``password`` is not provably harmless.
+    """
+    folded = go_fold(name)
+    if not folded.isascii():
+        return True
+    bare = _SEPARATORS.sub("", folded)
+    if bare in _KNOWN_HARMLESS:
+        return False
+    return bare in _CREDENTIAL_NAMES or any(part in bare for part in _CREDENTIAL_PARTS)
 
 
-def _redact_body(value: Any) -> Any:
-    """Env lists anywhere in a body, and credential-looking keys, are masked."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k == "Env":
-                out[k] = _redact_env(v)
-            elif k.lower() in _SECRET_BODY_KEYS and isinstance(v, str):
-                out[k] = MARK
-            else:
-                out[k] = _redact_body(v)
+class _Node:
+    __slots__ = ("kind", "children", "each")
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.children: dict[str, _Node] = {}
+        self.each: _Node | None = None
+
+
+def _compile(fields: dict[str, str]) -> tuple[_Node, dict[str, str]]:
+    """A body path tree (keys folded) and the query parameter kinds."""
+    root, query = _Node(), {}
+    for path, kind in fields.items():
+        if path.startswith("?"):
+            query[path[1:]] = kind
+            continue
+        node = root
+        for part in path.split(".") if path else ():
+            many = part.endswith("[]")
+            name = part[:-2] if many else part
+            if name:
+                node = node.children.setdefault(go_fold(name), _Node())
+            if many:
+                node.each = node.each or _Node()
+                node = node.each
+        node.kind = kind
+    return root, query
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(secrets: tuple[tuple[str, str], ...]) -> tuple[_Node, dict[str, str]]:
+    return _compile(dict(secrets))
+
+
+def _fields_of(method: Any, plain_path: Any) -> tuple[_Node, dict[str, str]]:
+    """The secret-bearing fields of the endpoint (:attr:`dsfw.routes.Endpoint.secrets`)."""
+    if not isinstance(method, str) or not isinstance(plain_path, str):
+        return _compiled(())
+    return _compiled(routes.match(method, plain_path).endpoint.secrets)
+
+
+class _Redaction:
+    """One pass over one input document; ``found`` collects what was masked."""
+
+    def __init__(self, doc: dict[str, Any]):
+        self.doc = doc
+        self.found: list[str] = []
+        self.body_fields, self.query_kinds = _fields_of(doc.get("Method"), doc.get("PathPlain"))
+
+    def secret(self, value: Any) -> str:
+        if isinstance(value, str) and value:
+            self.found.append(value)
+        return MARK
+
+    def mask_all(self, value: Any) -> Any:
+        """Strings and numbers at every depth; the shape and key names stay."""
+        if isinstance(value, dict):
+            return {k: self.mask_all(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.mask_all(v) for v in value]
+        if isinstance(value, bool) or value is None:
+            return value
+        return self.secret(value if isinstance(value, str) else json.dumps(value))
+
+    def env_entry(self, entry: Any) -> Any:
+        if not isinstance(entry, str):
+            return self.mask_all(entry)
+        name, sep, value = entry.partition("=")
+        return f"{name}={self.secret(value)}" if sep else entry
+
+    def apply(self, kind: str, value: Any) -> Any:
+        if kind == ENV:
+            if isinstance(value, list):
+                return [self.env_entry(v) for v in value]
+            return self.env_entry(value)
+        if kind == OPTIONS and isinstance(value, dict):
+            return {k: self.mask_all(v) for k, v in value.items()}
+        if kind == URL and isinstance(value, str):
+            return self.url(value)
+        return self.mask_all(value)
+
+    def walk(self, value: Any, node: _Node | None = None) -> Any:
+        if node is not None and node.kind is not None:
+            return self.apply(node.kind, value)
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                child = node.children.get(go_fold(key)) if node is not None else None
+                if child is not None:
+                    out[key] = self.walk(item, child)
+                elif may_name_credential(key):
+                    out[key] = self.mask_all(item)
+                elif go_fold(key) == "env":  # an Env list wherever dsfw has no field list
+                    out[key] = self.apply(ENV, item)
+                else:
+                    out[key] = self.walk(item)
+            return out
+        if isinstance(value, list):
+            each = node.each if node is not None else None
+            return [self.walk(v, each) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
+
+    def _url_match(self, m: re.Match[str]) -> str:
+        userinfo = m.group("userinfo")
+        query = m.group("query")
+        out = m.group("scheme")
+        if userinfo:
+            self.found.append(userinfo[:-1])
+            self.found.extend(p for p in userinfo[:-1].split(":") if p)
+            out += MARK + "@"
+        out += m.group("rest")
+        if query and len(query) > 1:
+            self.found.append(query[1:])
+            self.found.extend(v for _, _, v in (p.partition("=") for p in query[1:].split("&")) if v)
+            out += "?" + MARK
+        elif query:
+            out += query
         return out
+
+    def text(self, value: str) -> str:
+        """Free text: credentials in the URLs it contains."""
+        if "://" not in value:
+            return value
+        return _URL_IN_TEXT.sub(self._url_match, value)
+
+    def url(self, value: str) -> str:
+        """A value that is an address: also ``user:token@host:repo`` and bare query strings."""
+        if "://" in value:
+            return self.text(value)
+        address, hash_, fragment = value.partition("#")  # a git ref, never a credential
+        if "@" in address:
+            userinfo, _, address = address.rpartition("@")
+            address = self.secret(userinfo) + "@" + address
+        if "?" in address:
+            address, _, query = address.partition("?")
+            address += "?" + self.secret(query)
+        return address + hash_ + fragment
+
+    # -- query parameters --------------------------------------------------------------
+
+    def param(self, name: str, value: str) -> str:
+        kind = self.query_kinds.get(name)
+        if kind == BUILDARGS:
+            return self.buildargs(value)
+        if kind == CHANGES:
+            return self.change(value)
+        if kind == URL:
+            return self.url(value)
+        if may_name_credential(name) and value:
+            return self.secret(value)
+        return self.text(value)
+
+    def buildargs(self, value: str) -> str:
+        try:
+            args = json.loads(value)
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            return self.secret(value)
+        return json.dumps({k: v if v is None else self.mask_all(v) for k, v in args.items()},
+                          separators=(",", ":"))
+
+    def change(self, value: str) -> str:
+        """One ``changes=`` instruction: ``ENV`` values are masked, names kept."""
+        from dsfw.build.words import WordError, parse_words  # the Dockerfile's word rules
+
+        keyword, _, rest = value.strip().partition(" ")
+        if keyword.lower() != "env":
+            return self.text(value)
+        try:
+            words = parse_words(rest, "\\")
+        except WordError:
+            words = []
+        self.secret(rest)
+        if words and "=" in words[0]:
+            names = [w.partition("=")[0] for w in words]
+            for w in words:
+                self.secret(w.partition("=")[2])
+        else:
+            names = words[:1]
+            self.secret(rest.strip()[len(words[0]):].strip() if words else "")
+        return f"{keyword} " + (" ".join(f"{n}={MARK}" for n in names) if names else MARK)
+
+    def query(self, query: Any) -> Any:
+        if not isinstance(query, dict):
+            return self.walk(query)
+        return {k: [self.param(k, v) if isinstance(v, str) else self.mask_all(v) for v in vs]
+                if isinstance(vs, list) else self.mask_all(vs) for k, vs in query.items()}
+
+    def path(self, path: Any) -> Any:
+        """The original's ``Path``: its query string redacted like ``Query``."""
+        if not isinstance(path, str):
+            return path
+        base, sep, raw = path.partition("?")
+        if not raw:
+            return path
+        pairs = []
+        for piece in raw.split("&"):
+            k, eq, v = piece.partition("=")
+            name = unquote(k)
+            pairs.append(quote(name, safe="") + eq + quote(self.param(name, unquote(v)), safe=""))
+        return base + sep + "&".join(pairs)
+
+    # -- headers -----------------------------------------------------------------------
+
+    def headers(self, headers: Any) -> Any:
+        if not isinstance(headers, dict):
+            return self.walk(headers)
+        out = {}
+        for name, value in headers.items():
+            if name in SECRET_HEADERS or may_name_credential(name):
+                self.registry_credentials(name, value)
+                out[name] = self.secret(value)
+            else:
+                out[name] = self.walk(value)
+        return out
+
+    def registry_credentials(self, name: str, value: Any) -> None:
+        """The strings inside base64url JSON credentials, so messages echoing them are scrubbed."""
+        if name not in ("X-Registry-Auth", "X-Registry-Config") or not isinstance(value, str):
+            return
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        except (ValueError, binascii.Error):
+            return
+        self.mask_all(decoded)
+        self.basic_auth(decoded)
+
+    def basic_auth(self, value: Any) -> None:
+        """The user and password inside ``auth`` fields (base64 of ``user:password``)."""
+        for inner in _auth_fields(value):
+            try:
+                user_pass = base64.b64decode(inner, validate=True).decode("utf-8")
+            except (ValueError, binascii.Error):
+                continue
+            self.found.extend(p for p in user_pass.split(":", 1) if p)
+
+    # -- build fields ------------------------------------------------------------------
+
+    def build_fields(self, out: dict[str, Any]) -> None:
+        """Dockerfile fields parsed again with every build arg value masked."""
+        from dsfw.build.dockerfile import DockerfileError, dockerfile_input
+
+        lines, raw = self.doc.get("Dockerfile"), None
+        buildargs = self.buildarg_values()
+        if buildargs and isinstance(lines, list) and all(isinstance(x, str) for x in lines):
+            masked = {k: None if v is None else MARK for k, v in buildargs.items()}
+            try:
+                raw = dockerfile_input("\n".join(lines).encode("utf-8"), masked)
+            except (DockerfileError, ValueError, TypeError):
+                raw = None
+        values = sorted((v for v in buildargs.values() if isinstance(v, str) and v),
+                        key=len, reverse=True)
+        for key in ("Dockerfile", "DockerfileParsed", "ExternalImages"):
+            if key in out:
+                fields = raw if raw is not None and key in raw else self.doc
+                out[key] = _replace_strings(self.walk(fields[key]), values)
+
+    def buildarg_values(self) -> dict[str, Any]:
+        query = self.doc.get("Query")
+        values = query.get("buildargs") if isinstance(query, dict) else None
+        if not values or not isinstance(values, list) or not isinstance(values[0], str):
+            return {}
+        try:
+            args = json.loads(values[0])
+        except ValueError:
+            return {}
+        if not isinstance(args, dict):
+            return {}
+        self.found.extend(v for v in args.values() if isinstance(v, str) and v)
+        return args
+
+    def document(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.doc.items():
+            if key in ("Method", "PathPlain", "Version", "Peer"):
+                out[key] = value
+            elif key == "Path":
+                out[key] = self.path(value)
+            elif key == "Query":
+                out[key] = self.query(value)
+            elif key == "Headers":
+                out[key] = self.headers(value)
+            elif key == "Body":
+                out[key] = self.walk(value, self.body_fields)
+                self.basic_auth(value)
+            else:
+                out[key] = self.walk(value)
+        if "DockerfileParsed" in out or "Dockerfile" in out:
+            self.build_fields(out)
+        return out
+
+
+def _auth_fields(value: Any) -> Iterable[str]:
+    """Every string under a key Go reads as ``auth``, at any depth."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, str) and go_fold(k) == "auth":
+                yield v
+            else:
+                yield from _auth_fields(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _auth_fields(v)
+
+
+def _replace_strings(value: Any, secrets: list[str]) -> Any:
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {k: _replace_strings(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact_body(v) for v in value]
+        return [_replace_strings(v, secrets) for v in value]
     return value
 
 
-def redact_query(query: dict[str, Any]) -> dict[str, Any]:
-    """Query parameters safe to log: build arguments often carry tokens."""
-    if "buildargs" not in query:
-        return query
-    return {**query, "buildargs": [MARK]}
+def redacted_input(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a policy input that is safe to log, record or ship; ``doc`` is untouched."""
+    return _Redaction(doc).document()
 
 
-def redact_input(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an input document that is safe to write to a log or a file."""
-    shown = dict(doc)
-    headers = doc.get("Headers")
-    if isinstance(headers, dict):
-        shown["Headers"] = {k: (MARK if k in SECRET_HEADERS else v) for k, v in headers.items()}
-    if "Body" in doc:
-        shown["Body"] = _redact_body(copy.deepcopy(doc["Body"]))
+def redacted_query(doc: dict[str, Any]) -> Any:
+    """Only the ``Query`` of :func:`redacted_input` (for the per-request decision line)."""
     query = doc.get("Query")
-    if isinstance(query, dict) and "buildargs" in query:
-        shown["Query"] = redact_query(query)
-        path = doc.get("Path", "")
-        if "buildargs=" in path:
-            base, _, q = path.partition("?")
-            shown["Path"] = base + "?" + "&".join(
-                ("buildargs=" + MARK if p.startswith("buildargs=") else p) for p in q.split("&"))
-    return shown
+    if not query:
+        return query
+    return _Redaction(doc).query(query)
+
+
+def secret_values(doc: dict[str, Any]) -> frozenset[str]:
+    """The values :func:`redacted_input` masks in ``doc`` (and decoded registry credentials)."""
+    redaction = _Redaction(doc)
+    redaction.document()
+    values = {v for v in redaction.found if len(v) >= MIN_SCRUB and v != MARK}
+    return frozenset(values | {quote(v, safe="") for v in values})  # as they appear in Path
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret value replaced by the marker."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MARK)
+    return text
+
+
+def scrub_messages(doc: dict[str, Any] | None, messages: Iterable[str]) -> tuple[str, ...]:
+    """Messages (deny reasons, errors) with the secret values of ``doc`` cut out."""
+    messages = tuple(messages)
+    if not doc or not messages:
+        return messages
+    secrets = secret_values(doc)
+    return tuple(scrub(m, secrets) for m in messages)

@@ -6,8 +6,10 @@ One JSON file per decision in a directory::
      "docker.authz", "allowed": false, "revision": "ab12..."}, "reasons": [...]}
 
 Credentials never reach the disk: the input goes through
-:func:`dsfw.input.redact.redact_input` (``X-Registry-Auth``, ``X-Registry-Config``,
-``Authorization`` values, container ``Env`` values, ...). A replay therefore
+:func:`dsfw.input.redact.redacted_input` (registry credentials, ``Env`` values,
+swarm tokens and keys, secret payloads, log and volume driver options, build
+args wherever the Dockerfile uses them, credentials in URLs...; see
+docs/input.md), and the reasons lose the secret values they quote. A replay therefore
 sees ``<redacted>`` where the live policy saw the secret; a policy that
 decides on a secret's value will not decide the same way on a recording.
 
@@ -25,19 +27,19 @@ from typing import Any, Callable
 
 import structlog
 
-from dsfw.input.redact import redact_input
+from dsfw.input.redact import redacted_input, scrub_messages
 
 log = structlog.get_logger("dsfw.ops.recorder")
 
 
 def decision_record(input_doc: dict[str, Any], package: str, allowed: bool,
                     reasons: tuple[str, ...] | list[str], revision: str, when: float) -> dict[str, Any]:
-    """The recorded form of one decision (input redacted)."""
+    """The recorded form of one decision (input redacted, reasons without its secrets)."""
     return {
         "time": when,
-        "input": redact_input(input_doc),
+        "input": redacted_input(input_doc),
         "decision": {"package": package, "allowed": bool(allowed), "revision": revision},
-        "reasons": list(reasons),
+        "reasons": list(scrub_messages(input_doc, reasons)),
     }
 
 
