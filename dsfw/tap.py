@@ -28,7 +28,7 @@ from dsfw.edge.hosts import HostSyntaxError, ListenAddress, parse_host
 from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
                                  ProtectedSocketService, fit_fd_limit)
 from dsfw.edge.tls import TcpListenerService, TlsFiles, TlsSetupError, server_options
-from dsfw.edge.peer import peer_identity
+from dsfw.edge.peer import connection_opened, peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.ops.recorder import InputRecorder
@@ -269,6 +269,7 @@ class DsfwChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         use_large_reads(self.transport)
+        connection_opened(self)  # SO_PEERCRED as of connect(), logged for auditors
         if self.site.connections is not None:
             self.site.connections.opened(self.transport)
 

@@ -55,3 +55,30 @@ class PeerIdentityOverTwisted(TestCase):
             self.assertEqual((creds["Uid"], creds["Gid"], creds["Pid"]),
                              (os.getuid(), os.getgid(), os.getpid()))
         return seen.addCallback(check)
+
+
+def test_connection_opened_keeps_and_logs_the_peer_once():
+    from structlog.testing import capture_logs
+
+    from dsfw.edge.peer import connection_identified, connection_opened
+
+    class Channel:
+        def __init__(self, transport):
+            self.transport = transport
+
+    class Handle:  # a Twisted UNIX transport's getHandle()
+        def __init__(self, sock):
+            self.getHandle = lambda: sock
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    with ours, theirs:
+        unix, other = Channel(Handle(ours)), Channel(StringTransport())
+        with capture_logs() as logs:
+            connection_opened(unix)
+            connection_opened(other)  # not a UNIX socket: identified later (TLS) or unknown
+            connection_identified(other, None)
+    assert unix.dsfw_peer["Uid"] == os.getuid() and unix.dsfw_peer["Pid"] == os.getpid()
+    assert not hasattr(other, "dsfw_peer") and other.dsfw_conn == unix.dsfw_conn + 1
+    assert [(e["event"], e["conn"], e.get("uid"), e.get("pid"), e.get("peer")) for e in logs] == [
+        ("connection.opened", unix.dsfw_conn, os.getuid(), os.getpid(), None),
+        ("connection.opened", other.dsfw_conn, None, None, "unknown")]

@@ -1,18 +1,31 @@
-"""Who is on the other end of dsfw's UNIX socket, as the kernel reports it.
+"""Who connected to dsfw's UNIX socket, as the kernel reports it.
 
 Access to the Docker socket is root-equivalent, so a policy may want to let
 ``ci`` build but only ``ops`` run privileged containers.  ``SO_PEERCRED``
-gives the uid, gid and pid of the process that connected, vouched for by the
-kernel rather than claimed by the client; names are looked up for policies
-that prefer them.
+gives the uid, gid and pid of the process that called ``connect()``, recorded
+by the kernel at that moment rather than claimed by the client; names are
+looked up for policies that prefer them.
+
+That is all it proves.  Whoever holds the connection later -- a child it
+was passed to (``SCM_RIGHTS``, fork), or the users behind a relay such as
+socat or a sidecar -- sends requests that are decided as the process that
+connected (docs/input.md, *Who is Peer*).  So the peer is logged once per
+connection (``connection.opened``), with a connection number that every
+request line of that connection carries, and an auditor can tell.
 """
 from __future__ import annotations
 
 import grp
+import itertools
 import pwd
 import socket
 import struct
-from typing import Any
+from typing import Any, Callable
+
+import structlog
+
+log = structlog.get_logger("dsfw")
+_connections = itertools.count(1)
 
 from dsfw.edge.tls import tls_peer
 
@@ -52,6 +65,11 @@ def peer_identity(transport: Any) -> dict[str, Any] | None:
     tls = tls_peer(transport)
     if tls is not None:
         return tls
+    sock = _socket_of(transport)
+    return None if sock is None else credentials_of(sock)
+
+
+def _socket_of(transport: Any) -> socket.socket | None:
     get_handle = getattr(transport, "getHandle", None)
     if get_handle is None:
         return None
@@ -59,9 +77,7 @@ def peer_identity(transport: Any) -> dict[str, Any] | None:
         sock = get_handle()
     except Exception:
         return None
-    if not isinstance(sock, socket.socket):
-        return None
-    return credentials_of(sock)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def peer_log_fields(peer: dict[str, Any]) -> dict[str, Any]:
@@ -70,3 +86,31 @@ def peer_log_fields(peer: dict[str, Any]) -> dict[str, Any]:
     if tls is not None:
         return {"peer_cn": tls.get("SubjectCN"), "peer_cert": tls.get("Fingerprint", "")[:19]}
     return {"peer_uid": peer.get("Uid"), "peer_user": peer.get("User")}
+
+
+def connection_opened(channel: Any) -> None:
+    """Number a new connection and, on a UNIX socket, read and log its peer at once.
+
+    ``channel.dsfw_peer`` is what every request on the connection is decided
+    as; ``channel.dsfw_conn`` numbers the connection in the log lines.  A TLS
+    client is known only after the handshake: :func:`connection_identified`
+    logs it when the first request reads it.
+    """
+    channel.dsfw_conn = next(_connections)
+    sock = _socket_of(channel.transport)
+    if sock is not None and sock.family == socket.AF_UNIX:
+        channel.dsfw_peer = credentials_of(sock)
+        connection_identified(channel, channel.dsfw_peer)
+
+
+def connection_identified(channel: Any, peer: dict[str, Any] | None) -> None:
+    """The ``connection.opened`` line: who connected, once per connection."""
+    fields = {"conn": getattr(channel, "dsfw_conn", None)}
+    if peer is None:
+        fields["peer"] = "unknown"
+    elif "Tls" in peer:
+        fields.update(peer_log_fields(peer))
+    else:
+        fields.update(uid=peer.get("Uid"), gid=peer.get("Gid"), pid=peer.get("Pid"),
+                      user=peer.get("User"), group=peer.get("Group"))
+    log.info("connection.opened", **fields)

@@ -24,7 +24,7 @@ from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooL
                          ShuttingDown, error_body, error_response)
 from dsfw.input.request import CanonicalRequest, canonical_request, input_document
 from dsfw.edge.inflight import InFlight
-from dsfw.edge.peer import peer_log_fields
+from dsfw.edge.peer import connection_identified, peer_log_fields
 from dsfw.ops.metrics import Metrics
 from dsfw.input.redact import redacted_input, redacted_query, scrub, secret_values
 from dsfw.build.gate import BuildGate
@@ -156,7 +156,8 @@ class FirewallResource(Resource):
                 length = prepared.context_length
             peer = self._peer_of(request.channel)
             if peer is not None:
-                bound = bound.bind(**peer_log_fields(peer))
+                bound = bound.bind(**peer_log_fields(peer),
+                                   conn=getattr(request.channel, "dsfw_conn", None))
             scoped = None
             if self._scope is not None:
                 # the policy sees the path as written and the object's identity;
@@ -204,13 +205,19 @@ class FirewallResource(Resource):
                 context.close()
 
     def _peer_of(self, channel) -> dict | None:
-        """The caller's credentials, read once per connection (they cannot change on it)."""
+        """The credentials of the process that connected, read once per connection.
+
+        They never change on a connection, whoever sends on it later (a process
+        the descriptor was passed to, a relay's users): see docs/input.md.
+        """
         if self._peer_identity is None:
             return None
         peer = getattr(channel, "dsfw_peer", _UNKNOWN)
         if peer is _UNKNOWN:
             peer = self._peer_identity(channel.transport)
             channel.dsfw_peer = peer
+            if hasattr(channel, "dsfw_conn"):  # a TLS client, known since the handshake
+                connection_identified(channel, peer)
         return peer
 
     async def _answer_admin(self, request, req: CanonicalRequest) -> None:
