@@ -93,7 +93,8 @@ def test_no_secret_reaches_a_log_a_record_or_eval_output(dsfw_factory, tmp_path)
         assert record_cli.returncode in (0, 1), record_cli
     # dsfw eval on the live requests, as an operator would run it
     for case in cases:
-        argv = ["eval", "--policyDir", str(echo), "--method", case.method, "--path", case.target]
+        argv = ["eval", "--policyDir", str(echo), "--explain", "--method", case.method,
+                "--path", case.target]
         for k, v in case.headers:
             argv += ["--header", f"{k}:{v}"]
         if case.body:

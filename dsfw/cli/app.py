@@ -131,6 +131,7 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
                 raise cli_eval.InputError(_without_secrets(doc, e.client_message())) from None
     engine = _load_engine(args.policyDir)
     shown = {**doc, **(build or {})}
+    out = cli_eval.ScrubbedOutput(out, shown)  # reasons and traces may quote the input
     if not args.quiet:
         cli_eval.print_input(shown, out)
     try:
@@ -140,7 +141,7 @@ def _eval(args, out: TextIO, err: TextIO) -> int:
     if recorded is not None:
         out.write(f"recorded: data.{recorded.get('package')}: "
                   f"{'allowed' if recorded.get('allowed') else 'denied'}\n")
-    cli_eval.print_verdict(verdict, out, shown)
+    cli_eval.print_verdict(verdict, out)
     if args.explain:
         cli_eval.print_explanations(engine, doc, build, out)
     return EXIT_OK if verdict.allowed else EXIT_DENIED

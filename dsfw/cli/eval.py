@@ -23,7 +23,7 @@ from dsfw.input.request import CanonicalRequest, canonical_request, input_docume
 from dsfw.policy import AUTHZ, BUILD, PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
 from dsfw.ops.recorder import input_of
-from dsfw.input.redact import redacted_input, scrub_messages
+from dsfw.input.redact import redacted_input, scrub, scrub_messages, secret_values
 
 
 class InputError(ValueError):
@@ -100,12 +100,22 @@ def decide(engine: EmbeddedEngine, doc: dict[str, Any], build: dict[str, Any] | 
     return Verdict(decisions)
 
 
-def print_verdict(verdict: Verdict, out: TextIO, doc: dict[str, Any] | None = None) -> None:
-    """The decisions, their reasons without the secret values of ``doc`` they may quote."""
+def print_verdict(verdict: Verdict, out: TextIO) -> None:
     for d in verdict.decisions:
         out.write(f"data.{d.package}: {'allowed' if d.allowed else 'denied'}\n")
-        for reason in scrub_messages(doc, d.reasons):
+        for reason in d.reasons:
             out.write(f"  - {reason}\n")
+
+
+class ScrubbedOutput:
+    """Writes to ``out`` without the secret values of one input (deny reasons, traces quote input)."""
+
+    def __init__(self, out: TextIO, doc: dict[str, Any]):
+        self._out = out
+        self._secrets = secret_values(doc)
+
+    def write(self, text: str) -> int:
+        return self._out.write(scrub(text, self._secrets))
 
 
 def print_explanations(engine: EmbeddedEngine, doc: dict[str, Any], build: dict[str, Any] | None,
