@@ -10,10 +10,11 @@ import sys
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from dsfw.errors import PolicyEngineError
+from dsfw.policy import PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -259,3 +260,35 @@ deny contains "no privileged containers" if input.Body.HostConfig.Privileged
     def test_allow_false_named(self):
         self.assert_refused(post_json(b"/v1.41/networks/create", b'{"Name":"n"}'), 403,
                             "data.docker.authz.allow (false)")
+
+
+class EchoingEngine(FakeEngine):
+    """Denies with a message and an engine error that quote the input, as careless policies do."""
+
+    def decide(self, package, doc):
+        self.inputs.append((package, doc))
+        if doc["PathPlain"] == "/fail":
+            return fail(PolicyEngineError(f"cannot use {json.dumps(doc['Body'])}"))
+        return succeed(PolicyDecision(False, package, (f"env is {doc['Body']['Env']}",), "fake"))
+
+
+class SecretsInMessagesTests(ResourceCase):
+    engine_factory = EchoingEngine
+
+    def setUp(self):
+        self.engine = EchoingEngine()
+        self.make()
+
+    def test_deny_reasons_and_engine_errors_lose_the_secrets_they_quote(self):
+        body = json.dumps({"Image": "busybox", "Env": ["TOKEN=echoed-secret-1"],
+                           "password": "echoed-secret-2"}).encode()
+        with capture_logs() as logs:
+            reply = self.assert_refused(post_json(b"/v1.41/containers/create", body), 403,
+                                        "env is ['TOKEN=<redacted>']")
+            self.channel, self.client = client(self.resource, self.clock)
+            failed = self.assert_refused(post_json(b"/v1.41/fail", body), 503, "cannot use")
+        self.assertEqual(self.engine.inputs[0][1]["Body"]["Env"], ["TOKEN=echoed-secret-1"])
+        for text in (json.dumps(reply), json.dumps(failed), repr(logs)):
+            self.assertNotIn("echoed-secret", text)
+        decision = [e for e in logs if e["event"] == "policy.decision"][0]
+        self.assertEqual(decision["reasons"], ["env is ['TOKEN=<redacted>']"])
