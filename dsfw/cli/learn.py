@@ -35,7 +35,7 @@ from typing import Any, Iterable, TextIO
 import yaml
 
 from dsfw import routes
-from dsfw.input.redact import redact_input
+from dsfw.input.redact import redacted_input
 from dsfw.ops.recorder import input_of
 from dsfw.policy import AUTHZ, BUILD
 
@@ -286,7 +286,7 @@ def learned_tests(recordings: list[Recording]) -> tuple[str, dict[str, Any]]:
     seen = set()
     inputs: dict[str, Any] = {}
     for rec in recordings:
-        doc = redact_input(rec.input)
+        doc = redacted_input(rec.input)
         caller = caller_key(doc)
         if caller is None or (rec.package == AUTHZ and route_template(doc) is None):
             continue
