@@ -58,6 +58,10 @@ _URL_IN_TEXT = re.compile(
     r"(?P<query>\?[^#\s]*)?")
 
 
+_fold = functools.lru_cache(maxsize=4096)(go_fold)
+
+
+@functools.lru_cache(maxsize=4096)
 def may_name_credential(name: str) -> bool:
     """True unless ``name`` (folded as Go folds keys) certainly names no credential.
 
@@ -117,8 +121,9 @@ def _fields_of(method: Any, plain_path: Any) -> tuple[_Node, dict[str, str]]:
 class _Redaction:
     """One pass over one input document; ``found`` collects what was masked."""
 
-    def __init__(self, doc: dict[str, Any]):
+    def __init__(self, doc: dict[str, Any], collect: bool = False):
         self.doc = doc
+        self.collect = collect  # also find secrets only a decoder sees (base64 credentials)
         self.found: list[str] = []
         self.body_fields, self.query_kinds = _fields_of(doc.get("Method"), doc.get("PathPlain"))
 
@@ -160,12 +165,12 @@ class _Redaction:
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
-                child = node.children.get(go_fold(key)) if node is not None else None
+                child = node.children.get(_fold(key)) if node is not None else None
                 if child is not None:
                     out[key] = self.walk(item, child)
                 elif may_name_credential(key):
                     out[key] = self.mask_all(item)
-                elif go_fold(key) == "env":  # an Env list wherever dsfw has no field list
+                elif _fold(key) == "env":  # an Env list wherever dsfw has no field list
                     out[key] = self.apply(ENV, item)
                 else:
                     out[key] = self.walk(item)
@@ -286,7 +291,8 @@ class _Redaction:
         out = {}
         for name, value in headers.items():
             if name in SECRET_HEADERS or may_name_credential(name):
-                self.registry_credentials(name, value)
+                if self.collect:
+                    self.registry_credentials(name, value)
                 out[name] = self.secret(value)
             else:
                 out[name] = self.walk(value)
@@ -360,7 +366,8 @@ class _Redaction:
                 out[key] = self.headers(value)
             elif key == "Body":
                 out[key] = self.walk(value, self.body_fields)
-                self.basic_auth(value)
+                if self.collect:
+                    self.basic_auth(value)
             else:
                 out[key] = self.walk(value)
         if "DockerfileParsed" in out or "Dockerfile" in out:
@@ -399,16 +406,32 @@ def redacted_input(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def redacted_query(doc: dict[str, Any]) -> Any:
-    """Only the ``Query`` of :func:`redacted_input` (for the per-request decision line)."""
+    """Only the ``Query`` of :func:`redacted_input` (for the per-request decision line).
+
+    Most queries hold nothing to hide; they are returned as they are, cheaply.
+    """
     query = doc.get("Query")
-    if not query:
+    if not query or (isinstance(query, dict) and all(
+            _plain_param(k) and isinstance(vs, list)
+            and all(isinstance(v, str) and "://" not in v for v in vs)
+            for k, vs in query.items())):
         return query
     return _Redaction(doc).query(query)
 
 
+_SECRET_PARAMS = frozenset(path[1:] for endpoint in routes.ENDPOINTS
+                           for path, _ in endpoint.secrets if path.startswith("?"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_param(name: str) -> bool:
+    """A query parameter no endpoint lists as secret and whose name names no credential."""
+    return name not in _SECRET_PARAMS and not may_name_credential(name)
+
+
 def secret_values(doc: dict[str, Any]) -> frozenset[str]:
     """The values :func:`redacted_input` masks in ``doc`` (and decoded registry credentials)."""
-    redaction = _Redaction(doc)
+    redaction = _Redaction(doc, collect=True)
     redaction.document()
     values = {v for v in redaction.found if len(v) >= MIN_SCRUB and v != MARK}
     return frozenset(values | {quote(v, safe="") for v in values})  # as they appear in Path
