@@ -186,3 +186,12 @@ def test_short_values_are_masked_but_not_searched_for():
 
 def test_a_build_context_helper_is_a_tar():
     assert context_tar(b"FROM x\n")[257:262] == b"ustar"
+
+
+def test_short_build_args_do_not_mangle_the_dockerfile():
+    doc, req = request_input("POST", "/build?buildargs=" + '{"DEBUG":"1","V":"3.18"}', b"")
+    doc = {**doc, **build_fields(req, b"ARG V\nFROM alpine:3.18\nARG DEBUG\nENV D=$DEBUG\n")}
+    shown = redacted_input(doc)
+    assert shown["Dockerfile"] == ["ARG V", "FROM alpine:3.18", "ARG DEBUG", "ENV D=$DEBUG", ""]
+    args = {i["Cmd"]: i["Args"] for i in shown["DockerfileParsed"]["Instructions"]}
+    assert args["ENV"] == [f"D={MARK}"] and args["FROM"] == ["alpine:3.18"]

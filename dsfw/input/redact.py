@@ -320,24 +320,30 @@ class _Redaction:
 
     # -- build fields ------------------------------------------------------------------
 
-    def build_fields(self, out: dict[str, Any]) -> None:
-        """Dockerfile fields parsed again with every build arg value masked."""
+    def build_fields(self, out: dict[str, Any], others: list[str]) -> None:
+        """The build fields (``others``: keys of the document that are not the request's)
+        as the Dockerfile gives them with every build arg value masked."""
         from dsfw.build.dockerfile import DockerfileError, dockerfile_input
 
-        lines, raw = self.doc.get("Dockerfile"), None
         buildargs = self.buildarg_values()
-        if buildargs and isinstance(lines, list) and all(isinstance(x, str) for x in lines):
+        if not buildargs:
+            return
+        lines, raw = self.doc.get("Dockerfile"), None
+        if isinstance(lines, list) and all(isinstance(x, str) for x in lines):
             masked = {k: None if v is None else MARK for k, v in buildargs.items()}
             try:
                 raw = dockerfile_input("\n".join(lines).encode("utf-8"), masked)
             except (DockerfileError, ValueError, TypeError):
                 raw = None
-        values = sorted((v for v in buildargs.values() if isinstance(v, str) and v),
-                        key=len, reverse=True)
-        for key in ("Dockerfile", "DockerfileParsed", "ExternalImages"):
-            if key in out:
-                fields = raw if raw is not None and key in raw else self.doc
-                out[key] = _replace_strings(self.walk(fields[key]), values)
+        # What the parse cannot reach (a Dockerfile that no longer parses, a field it
+        # does not give): the values are cut out, unless too short to mean anything.
+        values = sorted((v for v in buildargs.values() if isinstance(v, str)
+                         and len(v) >= MIN_SCRUB), key=len, reverse=True)
+        for key in others:
+            if raw is not None and key in raw:
+                out[key] = self.walk(raw[key])
+            else:
+                out[key] = _replace_strings(out[key], values)
 
     def buildarg_values(self) -> dict[str, Any]:
         query = self.doc.get("Query")
@@ -355,8 +361,9 @@ class _Redaction:
 
     def document(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        others = []
         for key, value in self.doc.items():
-            if key in ("Method", "PathPlain", "Version", "Peer"):
+            if key in ("Method", "PathPlain", "Version", "Peer", "Route"):
                 out[key] = value
             elif key == "Path":
                 out[key] = self.path(value)
@@ -368,10 +375,11 @@ class _Redaction:
                 out[key] = self.walk(value, self.body_fields)
                 if self.collect:
                     self.basic_auth(value)
-            else:
+            else:  # derived facts, build fields, what later versions add
                 out[key] = self.walk(value)
-        if "DockerfileParsed" in out or "Dockerfile" in out:
-            self.build_fields(out)
+                others.append(key)
+        if "Dockerfile" in out:
+            self.build_fields(out, others)
         return out
 
 
