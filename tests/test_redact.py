@@ -195,3 +195,35 @@ def test_short_build_args_do_not_mangle_the_dockerfile():
     assert shown["Dockerfile"] == ["ARG V", "FROM alpine:3.18", "ARG DEBUG", "ENV D=$DEBUG", ""]
     args = {i["Cmd"]: i["Args"] for i in shown["DockerfileParsed"]["Instructions"]}
     assert args["ENV"] == [f"D={MARK}"] and args["FROM"] == ["alpine:3.18"]
+
+
+def test_the_named_object_loses_its_driver_options():
+    """``Target`` (dsfw.scope) repeats what dockerd stored: log and volume driver options."""
+    host_config = {"Binds": ["/srv:/srv"], "LogConfig": {"Type": "splunk", "Config": {
+        "splunk-url": "https://splunk.example", "splunk-token": "stored-token-1"}},
+        "Mounts": [{"Type": "volume", "VolumeOptions": {"DriverConfig": {
+            "Name": "local", "Options": {"o": "password=stored-pass-2"}}}}]}
+    container = {"Kind": "container", "ID": "abc", "Name": "web", "HostConfig": host_config}
+    for target in (container,
+                   {"Kind": "exec", "ID": "e1", "Container": container, "ProcessConfig": {}},
+                   {"Kind": "volume", "ID": "v", "Options": {"type": "cifs",
+                                                             "o": "password=stored-pass-2"}}):
+        doc = {"Method": "POST", "PathPlain": "/containers/web/start", "Target": target}
+        shown = redacted_input(doc)
+        assert "stored-" not in text_of(shown)
+        assert shown["Target"]["Kind"] == target["Kind"]
+    shown = redacted_input({"Method": "GET", "PathPlain": "/x", "Target": container})
+    assert shown["Target"]["HostConfig"]["Binds"] == ["/srv:/srv"]
+    assert shown["Target"]["HostConfig"]["LogConfig"]["Config"] == {
+        "splunk-url": MARK, "splunk-token": MARK}
+
+
+def test_local_volumes_quote_no_mount_password():
+    doc, _ = request_input("POST", "/v1.41/volumes/create", json.dumps({
+        "Name": "v", "DriverOpts": {"type": "cifs", "device": "//srv/share",
+                                    "o": "username=u,password=vol-pass-4"}}).encode())
+    assert doc["LocalVolumes"][0]["Options"] == "username=u,password=vol-pass-4"
+    shown = redacted_input(doc)
+    assert "vol-pass-4" not in text_of(shown)
+    assert shown["LocalVolumes"][0]["Type"] == "cifs"
+    assert shown["LocalVolumes"][0]["Device"] == "//srv/share"

@@ -106,6 +106,19 @@ def _compile(fields: dict[str, str]) -> tuple[_Node, dict[str, str]]:
     return root, query
 
 
+# Fields dsfw adds to the input that repeat secrets: ``Target`` (dsfw.scope.target)
+# describes the named object as dockerd stored it (a container's log and volume
+# driver options, a volume's options, an exec instance's container), and
+# ``LocalVolumes`` (dsfw.input.volumes) quotes each local volume's ``o`` options.
+_HOST_CONFIG_SECRETS = {"HostConfig.LogConfig.Config": OPTIONS,
+                        "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS}
+_ADDED_FIELDS = _compile({
+    "Target.Options": OPTIONS,
+    **{"Target." + k: v for k, v in _HOST_CONFIG_SECRETS.items()},
+    **{"Target.Container." + k: v for k, v in _HOST_CONFIG_SECRETS.items()},
+    "LocalVolumes[].Options": SECRET, "LocalVolumes[].Device": URL})[0]
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(secrets: tuple[tuple[str, str], ...]) -> tuple[_Node, dict[str, str]]:
     return _compile(dict(secrets))
@@ -375,8 +388,8 @@ class _Redaction:
                 out[key] = self.walk(value, self.body_fields)
                 if self.collect:
                     self.basic_auth(value)
-            else:  # derived facts, build fields, what later versions add
-                out[key] = self.walk(value)
+            else:  # derived facts, the named object, build fields, what later versions add
+                out[key] = self.walk(value, _ADDED_FIELDS.children.get(_fold(key)))
                 others.append(key)
         if "Dockerfile" in out:
             self.build_fields(out, others)
