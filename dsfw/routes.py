@@ -42,6 +42,7 @@ ANY_METHOD = "*"
 SECRET = "secret"        # the whole value (strings and numbers at every depth)
 ENV = "env"              # NAME=value strings: names kept
 OPTIONS = "options"      # a map of options: keys kept, values masked
+MOUNT_OPTIONS = "mount"  # volume driver options: credential-named ones masked, in o= too
 URL = "url"              # a URL or git address: user info and query masked
 BUILDARGS = "buildargs"  # a JSON object of build args: names kept
 CHANGES = "changes"      # Dockerfile instructions (commit/import changes=): ENV values masked
@@ -208,7 +209,7 @@ def _e(method: str, pattern: str, secrets: dict[str, str] | None = None, **kw: A
 
 
 _LOG_OPTIONS = {"HostConfig.LogConfig.Config": OPTIONS,
-                "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS}
+                "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": MOUNT_OPTIONS}
 _CONTAINER = dict(body=JSON, schema="container", facts=CONTAINER_FACTS,
                   secrets={"Env": ENV, **_LOG_OPTIONS})
 _AUTH_CONFIG = {"Password": SECRET, "Auth": SECRET, "IdentityToken": SECRET,
@@ -217,7 +218,7 @@ _SWARM_SPEC = {"CAConfig.SigningCAKey": SECRET, "CAConfig.ExternalCAs[].Options"
                "CAConfig.ExternalCAs[].URL": URL, "TaskDefaults.LogDriver.Options": OPTIONS}
 _SERVICE = dict(body=JSON, schema=T.SERVICE_SPEC, facts=SERVICE_FACTS, secrets={
     "TaskTemplate.ContainerSpec.Env": ENV, "TaskTemplate.ContainerSpec.Secrets": SECRET,
-    "TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS,
+    "TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.DriverConfig.Options": MOUNT_OPTIONS,
     "TaskTemplate.LogDriver.Options": OPTIONS, "TaskTemplate.PluginSpec.Env": ENV})
 _DATA = {"Data": SECRET}
 
@@ -290,7 +291,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("GET", "/volumes"),
     _e("GET", "/volumes/{name:.*}"),
     _e("POST", "/volumes/create", body=JSON, schema=T.VOLUME_CREATE_BODY, facts=VOLUME_FACTS,
-       secrets={"DriverOpts": OPTIONS}),
+       secrets={"DriverOpts": MOUNT_OPTIONS}),
     _e("POST", "/volumes/prune"),
     _e("DELETE", "/volumes/{name:.*}"),
     # build, session

@@ -71,7 +71,7 @@ def test_names_and_harmless_fields_stay():
     assert body["HostConfig"]["LogConfig"] == {"Type": "splunk",
                                                "Config": {"splunk-token": MARK}}
     options = body["HostConfig"]["Mounts"][0]["VolumeOptions"]["DriverConfig"]["Options"]
-    assert options == {"o": MARK}
+    assert options == {"o": f"username=u,password={MARK}"}  # mount options stay readable
     doc, _ = request_input("POST", "/v1.41/containers/x/exec",
                            json.dumps({"Cmd": ["sh"], "DetachKeys": "ctrl-x",
                                        "Env": ["NOVALUE"]}).encode())
@@ -227,3 +227,14 @@ def test_local_volumes_quote_no_mount_password():
     assert "vol-pass-4" not in text_of(shown)
     assert shown["LocalVolumes"][0]["Type"] == "cifs"
     assert shown["LocalVolumes"][0]["Device"] == "//srv/share"
+
+
+def test_volume_options_keep_types_and_devices_that_policies_quote():
+    doc, _ = request_input("POST", "/v1.41/volumes/create", json.dumps({
+        "Name": "v", "DriverOpts": {"type": "none", "device": "/etc", "o": "bind,uid=0",
+                                    "secretfile": "/k"}}).encode())
+    shown = redacted_input(doc)
+    assert shown["Body"]["DriverOpts"] == {"type": "none", "device": "/etc", "o": "bind,uid=0",
+                                           "secretfile": MARK}
+    assert scrub_messages(doc, ['type "none" would mount "/etc"']) == (
+        'type "none" would mount "/etc"',)

@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote
 
 from dsfw import routes
 from dsfw.input.types import go_fold
-from dsfw.routes import BUILDARGS, CHANGES, ENV, OPTIONS, SECRET, URL
+from dsfw.routes import BUILDARGS, CHANGES, ENV, MOUNT_OPTIONS, OPTIONS, SECRET, URL
 
 MARK = "<redacted>"
 # Values shorter than this are masked where they stand but not searched for in
@@ -53,6 +53,7 @@ _KNOWN_HARMLESS = frozenset({"detachkeys", "nodecertexpiry", "rotateworkertoken"
                              "rotatemanagertoken", "rotatemanagerunlockkey", "signingcacert",
                              "cacert", "keepoldsnapshots"})
 _SEPARATORS = re.compile(r"[^a-z0-9]")
+_MOUNT_SEPARATOR = re.compile(r"(?<!,),(?!,)")
 _URL_IN_TEXT = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*@)?(?P<rest>[^?#\s]*)"
     r"(?P<query>\?[^#\s]*)?")
@@ -111,12 +112,12 @@ def _compile(fields: dict[str, str]) -> tuple[_Node, dict[str, str]]:
 # driver options, a volume's options, an exec instance's container), and
 # ``LocalVolumes`` (dsfw.input.volumes) quotes each local volume's ``o`` options.
 _HOST_CONFIG_SECRETS = {"HostConfig.LogConfig.Config": OPTIONS,
-                        "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": OPTIONS}
+                        "HostConfig.Mounts[].VolumeOptions.DriverConfig.Options": MOUNT_OPTIONS}
 _ADDED_FIELDS = _compile({
-    "Target.Options": OPTIONS,
+    "Target.Options": MOUNT_OPTIONS,
     **{"Target." + k: v for k, v in _HOST_CONFIG_SECRETS.items()},
     **{"Target.Container." + k: v for k, v in _HOST_CONFIG_SECRETS.items()},
-    "LocalVolumes[].Options": SECRET, "LocalVolumes[].Device": URL})[0]
+    "LocalVolumes[].Options": MOUNT_OPTIONS, "LocalVolumes[].Device": URL})[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -168,9 +169,31 @@ class _Redaction:
             return self.env_entry(value)
         if kind == OPTIONS and isinstance(value, dict):
             return {k: self.mask_all(v) for k, v in value.items()}
+        if kind == MOUNT_OPTIONS and isinstance(value, dict):
+            return {k: self.mount_option(k, v) for k, v in value.items()}
+        if kind == MOUNT_OPTIONS and isinstance(value, str):
+            return self.mount_o(value)
         if kind == URL and isinstance(value, str):
             return self.url(value)
         return self.mask_all(value)
+
+    def mount_option(self, key: str, value: Any) -> Any:
+        """One volume driver option: types and devices stay (policies quote them)."""
+        if may_name_credential(key) or not isinstance(value, str):
+            return self.mask_all(value)
+        return self.mount_o(value) if _fold(key) == "o" else self.url(value)
+
+    def mount_o(self, value: str) -> str:
+        """mount(8) options (``username=u,password=p,vers=3``): credential-named values masked.
+
+        ``,,`` is an escaped comma inside a value (mount.cifs), not a separator.
+        """
+        words = []
+        for word in _MOUNT_SEPARATOR.split(value):
+            name, sep, item = word.partition("=")
+            words.append(f"{name}={self.secret(item)}" if sep and may_name_credential(name)
+                         else word)
+        return ",".join(words)
 
     def walk(self, value: Any, node: _Node | None = None) -> Any:
         if node is not None and node.kind is not None:
