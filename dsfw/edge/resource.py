@@ -75,6 +75,13 @@ def _exposed(req: CanonicalRequest | None) -> dict[str, Any] | None:
             "Headers": dict(req.headers), "Body": req.body}
 
 
+def _worded_by_dsfw(decision) -> bool:
+    """A denial whose only reason is dsfw's own "allow was false/undefined" (quotes no input)."""
+    words = tuple(f"request denied by policy data.{decision.package}.allow ({value})"
+                  for value in ("false", "undefined"))
+    return all(r.startswith(words) for r in decision.reasons)
+
+
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
     """A complete answer from dsfw itself (errors, its own endpoints)."""
     request.setResponseCode(status)
@@ -256,7 +263,7 @@ class FirewallResource(Resource):
             bound.warning("policy.dry_run_would_deny", query=query,
                           error=scrub(error_response(e)[1], secret_values(doc)))
             return None
-        if decision.reasons:
+        if decision.reasons and not _worded_by_dsfw(decision):
             # a deny message may quote the input: what leaves dsfw never holds its secrets
             secrets = secret_values(doc)
             decision = dataclasses.replace(
