@@ -158,3 +158,33 @@ def test_out_of_descriptors_the_policy_stays_and_open_requests_finish(dsfw_facto
     finally:
         for s in streams + extra:
             s.close()
+
+
+ENV_POLICY = """package docker.authz
+import rego.v1
+
+allow := true
+deny contains sprintf("environment entry %s is refused", [e]) if {
+    input.PathPlain == "/containers/create"
+    some e in input.Body.Env
+}
+"""
+
+
+def test_a_denied_large_request_writes_a_bounded_log_and_answer(dsfw_factory, tmp_path):
+    proxy = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ENV_POLICY}))
+    before = len(proxy.log_text())
+    env = [f"V{i}={'x' * 1200}" for i in range(5000)]
+    body = json.dumps({"Image": "localbusybox:latest", "Env": env}).encode()
+    assert len(body) > 5_900_000
+    with connect(proxy.socket) as s:
+        s.sendall(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = read_response(s, timeout=60)
+    assert status(answer) == 403
+    message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["message"]
+    assert message.startswith("dsfw: environment entry V") and len(message) < 10_000
+    assert "more deny messages" in message
+    time.sleep(0.2)
+    written = len(proxy.log_text()) - before
+    assert 0 < written < 100_000, written

@@ -55,3 +55,21 @@ def test_log_file_is_reopened_after_rotation(tmp_path):
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError):
         logsetup.configure(fmt="xml")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_every_event_is_bounded_in_bytes(tmp_path, fmt):
+    path = tmp_path / "dsfw.log"
+    logsetup.configure(fmt=fmt, log_file=str(path))
+    huge_body = {"HostConfig": {"Binds": [f"/srv/{i}:/m/{i}" for i in range(300_000)]},
+                 "Env": ["A=" + "x" * 5_000_000]}
+    structlog.get_logger("dsfw").info(
+        "policy.query", path="/containers/create?" + "q" * 1_000_000,
+        reasons=[f"bind /srv/{i} refused" for i in range(100_000)], input={"Body": huge_body})
+    text = path.read_text()
+    assert len(text) < logsetup.MAX_EVENT_CHARS + 2 * logsetup.MAX_VALUE_CHARS
+    assert "more" in text and "/srv/0:/m/0" in text
+    if fmt == "json":
+        record = json.loads(text)
+        assert record["path"].startswith("/containers/create?qqq")
+        assert record["reasons"][0] == "bind /srv/0 refused"

@@ -208,6 +208,40 @@ class OpaClientTests(PolicyTestCase):
         self.assertEqual(target.requests, [])  # the input never went to the other address
 
     @inlineCallbacks
+    def test_an_answer_over_the_limit_is_an_engine_error(self):
+        big = b'{"result": {"allow": true, "pad": "' + b"x" * 3000 + b'"}}'
+        engine = self.opa(self.serve_unix(Fixed(200, big)), max_answer=2048)
+        yield self.assert_fails(engine, "exceeds the limit of 2048 bytes")
+
+        class Chunked(Resource):  # no Content-Length: the limit holds while it arrives
+            isLeaf = True
+
+            def render(self, request):
+                for _ in range(40):
+                    request.write(b" " * 100)
+                request.write(b'{"result": {"allow": true}}')
+                request.finish()
+                return NOT_DONE_YET
+        engine = self.opa(self.serve_tcp(Chunked()), max_answer=2048)
+        yield self.assert_fails(engine, "exceeds the limit of 2048 bytes")
+        fitting = self.opa(self.serve_unix(Fixed(200, b'{"result": {"allow": true}}')),
+                           max_answer=2048)
+        decision = yield fitting.decide(AUTHZ, {"Path": "/x"})
+        self.assertTrue(decision.allowed)
+
+    @inlineCallbacks
+    def test_deny_messages_are_bounded(self):
+        reasons = [f"bind /data/{i:06d}/{'y' * 2000} refused" for i in range(500)]
+        engine = self.opa(self.serve_unix(Fixed(200, json.dumps(
+            {"result": {"allow": True, "deny": reasons}}).encode())), max_answer=4 << 20)
+        decision = yield engine.decide(AUTHZ, {"Path": "/x"})
+        self.assertFalse(decision.allowed)
+        self.assertLess(len(decision.message()), 10_000)
+        self.assertTrue(decision.reasons[0].startswith("bind /data/000000/yyy"))
+        self.assertIn("more characters", decision.reasons[0])
+        self.assertTrue(decision.reasons[-1].startswith("... and 49"), decision.reasons[-1])
+
+    @inlineCallbacks
     def test_malformed_json(self):
         engine = self.opa(self.serve_unix(Fixed(200, b'{"result": tru')))
         yield self.assert_fails(engine, "malformed JSON")

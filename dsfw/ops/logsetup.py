@@ -28,6 +28,84 @@ import structlog
 
 _BARE = re.compile(r"[A-Za-z0-9_./:@-]+")
 
+# One event, whatever a request carried (a 1 MB path, 100,000 deny messages,
+# a 16 MB body in --verbose's input): each string at most MAX_VALUE_CHARS,
+# the whole event about MAX_EVENT_CHARS.
+MAX_VALUE_CHARS = 4096
+MAX_EVENT_CHARS = 65536
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, left: int):
+        self.left = left
+
+
+def _bounded(value: Any, budget: _Budget) -> Any:
+    """``value`` with long strings cut and containers stopped once ``budget`` is spent.
+
+    Costs what it keeps, not what it was given: a container is walked only
+    while budget remains.
+    """
+    if isinstance(value, str):
+        keep = min(len(value), MAX_VALUE_CHARS, max(budget.left, 0))
+        budget.left -= keep + 8
+        return value if keep == len(value) else f"{value[:keep]}...({len(value) - keep} more)"
+    if isinstance(value, dict):
+        out: dict = {}
+        for i, (k, v) in enumerate(value.items()):
+            if budget.left <= 0:
+                out["..."] = f"{len(value) - i} more"
+                break
+            out[_bounded(k, budget) if isinstance(k, str) else k] = _bounded(v, budget)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = []
+        for i, v in enumerate(value):
+            if budget.left <= 0:
+                items.append(f"...({len(value) - i} more)")
+                break
+            items.append(_bounded(v, budget))
+        return items
+    budget.left -= 8
+    return value
+
+
+def bound_event(_logger, _name, event: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: every event bounded in size (see ``MAX_EVENT_CHARS``).
+
+    The budget is shared fairly: a huge field cannot crowd out the small ones
+    logged next to it.  A traceback keeps its end, where the error is.
+    """
+    size = 0
+    for v in event.values():  # the common event: short strings, empty containers
+        if isinstance(v, str):
+            size += len(v)
+        elif isinstance(v, _CONTAINERS) and v:
+            size = MAX_EVENT_CHARS
+            break
+    if size <= MAX_VALUE_CHARS:
+        return event
+    keys = [k for k, v in event.items() if k not in _OWN_KEYS and isinstance(v, _STRINGS)]
+    left = MAX_EVENT_CHARS
+    for i, key in enumerate(keys):
+        value = event[key]
+        share = left // (len(keys) - i)
+        if key == "exception" and isinstance(value, str) and len(value) > share:
+            event[key] = f"...({len(value) - share} characters before)" + value[-share:]
+            left -= share
+            continue
+        budget = _Budget(share)
+        event[key] = _bounded(value, budget)
+        left -= share - max(budget.left, 0)
+    return event
+
+
+_OWN_KEYS = frozenset({"event", "level", "timestamp"})
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_STRINGS = (str, *_CONTAINERS)
+
 
 def _value(v: Any) -> str:
     if isinstance(v, str):
@@ -151,6 +229,7 @@ def configure(verbose: bool = False, fmt: str = "auto", direct: bool = True,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            bound_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+import treq
 from treq.client import HTTPClient
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, fail, succeed
@@ -38,13 +39,57 @@ from zope.interface import implementer
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import PolicyDecision
 from dsfw.policy.explain import FAILED, BodyTrace, Explanation, Step
-from dsfw.policy.verdict import (UNDEFINED, check_package, make_decision, scope_fields,
-                                 visible_flags, visible_query)
+from dsfw.policy.verdict import (UNDEFINED, bounded_reasons, check_package, make_decision,
+                                 scope_fields, visible_flags, visible_query)
 
 log = structlog.get_logger("dsfw.policy")
 
 DEFAULT_TIMEOUT = 2.0
 _MAX_ERROR_TEXT = 200
+# OPA's answer for allow/deny is a few kB; a larger one is a broken or hostile
+# server, and is an engine failure (deny), not memory dsfw hands out.
+MAX_ANSWER_BYTES = 1 << 20
+
+
+class _AnswerTooLarge(Exception):
+    pass
+
+
+def _bounded_content(response: Any, limit: int) -> Deferred:
+    """The response body, or a failure as soon as it grows past ``limit`` bytes."""
+    if response.length is not None and isinstance(response.length, int) and response.length > limit:
+        response.deliverBody(_Discard())
+        return fail(PolicyEngineError(f"OPA's answer of {response.length} bytes exceeds "
+                                      f"the limit of {limit} bytes"))
+    parts: list[bytes] = []
+    size = [0]
+
+    def collect(data: bytes) -> None:
+        size[0] += len(data)
+        if size[0] > limit:
+            raise _AnswerTooLarge()
+        parts.append(data)
+
+    def too_large(failure: Any) -> Any:
+        if failure.check(_AnswerTooLarge):
+            raise PolicyEngineError(f"OPA's answer exceeds the limit of {limit} bytes")
+        return failure
+    d = treq.collect(response, collect)
+    d.addCallbacks(lambda _: b"".join(parts), too_large)
+    return d
+
+
+class _Discard:
+    """A body protocol that closes the connection at once (the answer is refused)."""
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
 
 
 @implementer(IAgentEndpointFactory)
@@ -98,12 +143,14 @@ class OpaEngine:
         timeout: float = DEFAULT_TIMEOUT,
         token_file: str | None = None,
         clock: Any = None,
+        max_answer: int = MAX_ANSWER_BYTES,
     ):
         if timeout <= 0:
             raise ValueError("OPA timeout must be positive")
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._timeout = timeout
+        self._max_answer = max_answer
         self._token_file = token_file
         self._token = _read_token(token_file) if token_file else None
         self._url = url
@@ -179,7 +226,7 @@ class OpaEngine:
                                   allow_redirects=False)
         except Exception as e:  # a Deferred-returning function never raises
             return fail(PolicyEngineError(f"OPA at {self._url}: request not sent: {e!r}"))
-        d.addCallback(lambda response: response.content().addCallback(
+        d.addCallback(lambda response: _bounded_content(response, self._max_answer).addCallback(
             lambda content: (response.code, content, response.headers)))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
         d.addErrback(lambda f: self._failure(path, f))
@@ -207,7 +254,8 @@ class OpaEngine:
         d = self.explain(decision.package, input_doc)
 
         def named(explanation: Explanation) -> PolicyDecision:
-            return replace(decision, reasons=(f"{decision.reasons[0]}: {explanation.summary()}",))
+            return replace(decision, reasons=bounded_reasons(
+                (f"{decision.reasons[0]}: {explanation.summary()}",)))
         d.addCallbacks(named, lambda _: decision)
         return d
 

@@ -60,6 +60,27 @@ def deny_messages(package: str, deny: Any) -> tuple[str, ...]:
     return (f"request denied by policy data.{package}.deny ({_short(deny)})",)
 
 
+# A policy may name every offending value in its deny messages (100,000 binds,
+# each several kB): the client, the logs and the recorder get a bounded text.
+MAX_REASON_CHARS = 1024
+MAX_REASONS_CHARS = 8192
+
+
+def bounded_reasons(reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """``reasons`` cut to ``MAX_REASON_CHARS`` each and ``MAX_REASONS_CHARS`` in all."""
+    out: list[str] = []
+    total = 0
+    for i, reason in enumerate(reasons):
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason) - MAX_REASON_CHARS} more characters)"
+        if total + len(reason) > MAX_REASONS_CHARS and out:
+            out.append(f"... and {len(reasons) - i} more deny messages")
+            break
+        out.append(reason)
+        total += len(reason)
+    return tuple(out)
+
+
 def describe_value(value: Any) -> str:
     """How a non-true ``allow`` is named in a denial."""
     if value is UNDEFINED:
@@ -77,13 +98,13 @@ def make_decision(package: str, allow: Any, deny: Any, engine: str, revision: st
     body and the condition that kept ``allow`` from being true (see
     :mod:`dsfw.policy.explain`), so the message says more than "undefined".
     """
-    reasons = deny_messages(package, deny)
+    reasons = bounded_reasons(deny_messages(package, deny))
     if allow is True and not reasons:
         return PolicyDecision(True, package, (), engine, revision)
     if not reasons:
         reason = f"request denied by policy data.{package}.allow ({describe_value(allow)})"
         cause = why() if why is not None else ""
-        reasons = (f"{reason}: {cause}" if cause else reason,)
+        reasons = bounded_reasons((f"{reason}: {cause}" if cause else reason,))
     return PolicyDecision(False, package, reasons, engine, revision)
 
 
