@@ -371,3 +371,21 @@ def test_containers_made_beside_dsfw_are_judged_when_used(fw, cleanup):
     plain = cleanup("container", unique_name())
     ok(direct("create", "--name", plain, TEST_IMAGE, "echo", "plain"))
     assert ok(docker_cli(fw.socket, "start", "-a", plain)) == "plain\n"
+
+
+def test_restart_policy_with_host_paths_is_refused(fw, cleanup, allowed_dir):
+    """dockerd would restart the container, and mount its binds again, without dsfw."""
+    name = cleanup("container", unique_name())
+    refused(docker_cli(fw.socket, "run", "-d", "--name", name, "--restart", "always", "-v",
+                       f"{allowed_dir}:/data", TEST_IMAGE, "true"),
+            f"restart policy always is not allowed with host paths ({allowed_dir})")
+    assert_no_container(name)
+    ok(docker_cli(fw.socket, "create", "--name", name, "-v", f"{allowed_dir}:/data", TEST_IMAGE,
+                  "true"))
+    refused(docker_cli(fw.socket, "update", "--restart", "on-failure", name),
+            "restart policy on-failure is not allowed with host paths")
+    assert ok(direct("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", name)).strip() \
+        in ("", "no")
+    other = cleanup("container", unique_name())
+    ok(docker_cli(fw.socket, "create", "--name", other, "--restart", "unless-stopped", TEST_IMAGE,
+                  "true"))

@@ -24,10 +24,16 @@
 # create request does not show: refused unless allow_volumes_from (the
 # inherited mounts are then judged when the container starts).
 #
+# dockerd restarts a container with a restart policy (and swarm re-creates a
+# service's tasks) without asking dsfw, resolving its bind sources again each
+# time: host paths and restart policies do not go together unless
+# allow_restart_with_host_paths.
+#
 # data.library.mounts:
 #   allowed_host_paths: [/srv/shared, /tmp/builds]   # each allows itself and everything below
 #   allowed_volume_types: [tmpfs]   # filesystem types of local volumes (default: tmpfs)
 #   allow_volumes_from: false
+#   allow_restart_with_host_paths: false
 #   exempt: {users: [], groups: [], uids: [], gids: []}
 package dsfw.library.mounts
 
@@ -37,7 +43,7 @@ import data.dsfw.library.common
 
 _name := "mounts"
 
-_schema := {"allowed_host_paths": "list", "allowed_volume_types": "list", "allow_volumes_from": "bool", "exempt": "object"}
+_schema := {"allowed_host_paths": "list", "allowed_volume_types": "list", "allow_volumes_from": "bool", "allow_restart_with_host_paths": "bool", "exempt": "object"}
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
 
@@ -108,4 +114,39 @@ deny contains msg if {
 	some source in object.get(common.host_config, "VolumesFrom", [])
 	not data.dsfw.library.common.setting(_name, "allow_volumes_from", false) == true
 	msg := sprintf("--volumes-from %s is not allowed: it mounts whatever that container mounts (or set data.library.mounts.allow_volumes_from)", [source])
+}
+
+# The restart policy a request sets: containers (create, update) and services.
+_restart := name if {
+	common.container_create
+	name := object.get(common.host_config, ["RestartPolicy", "Name"], "")
+}
+
+_restart := name if {
+	input.Method == "POST"
+	regex.match(`^/containers/[^/]+/update$`, input.PathPlain)
+	name := object.get(input.Body, ["RestartPolicy", "Name"], "")
+}
+
+# swarm's default condition is "any"
+_restart := name if {
+	common.service_request
+	name := object.get(input.Body, ["TaskTemplate", "RestartPolicy", "Condition"], "any")
+}
+
+# Host paths of the request, or, for an update, those the container mounts.
+_host_paths contains path if some path in input.BindMounts
+
+_host_paths contains mount.Source if {
+	regex.match(`^/containers/[^/]+/update$`, input.PathPlain)
+	some mount in input.Target.Mounts
+	mount.Type == "bind"
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	not _restart in {"", "no", "none"}
+	count(_host_paths) > 0
+	not data.dsfw.library.common.setting(_name, "allow_restart_with_host_paths", false) == true
+	msg := sprintf("restart policy %s is not allowed with host paths (%s): dockerd would mount them again on its own, without dsfw's check; drop --restart or the host paths", [_restart, concat(", ", sort(_host_paths))])
 }

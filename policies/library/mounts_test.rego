@@ -30,7 +30,7 @@ test_exempt_uid if {
 }
 
 test_config_problems if {
-	"dsfw library: unknown setting data.library.mounts.allowed (known: allow_volumes_from, allowed_host_paths, allowed_volume_types, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
+	"dsfw library: unknown setting data.library.mounts.allowed (known: allow_restart_with_host_paths, allow_volumes_from, allowed_host_paths, allowed_volume_types, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
 }
 
 _with(facts, cfg) := d if d := data.dsfw.library.mounts.deny with input as object.union(_in([]), facts) with data.library as {"mounts": cfg}
@@ -61,4 +61,19 @@ test_volumes_from if {
 	inp := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"HostConfig": {"VolumesFrom": ["data:ro"]}}, "BindMounts": []}
 	data.dsfw.library.mounts.deny == {"--volumes-from data:ro is not allowed: it mounts whatever that container mounts (or set data.library.mounts.allow_volumes_from)"} with input as inp with data.library as {}
 	count(data.dsfw.library.mounts.deny) == 0 with input as inp with data.library as {"mounts": {"allow_volumes_from": true}}
+}
+
+test_restart_policies_with_host_paths if {
+	create := {"Method": "POST", "PathPlain": "/containers/create", "Query": {}, "Body": {"HostConfig": {"RestartPolicy": {"Name": "always"}}}, "BindMounts": ["/srv/shared"]}
+	_with(create, {"allowed_host_paths": ["/srv/shared"]}) == {"restart policy always is not allowed with host paths (/srv/shared): dockerd would mount them again on its own, without dsfw's check; drop --restart or the host paths"}
+	count(_with(create, {"allowed_host_paths": ["/srv/shared"], "allow_restart_with_host_paths": true})) == 0
+	count(_with(object.union(create, {"Body": {"HostConfig": {"RestartPolicy": {"Name": "no"}}}}), {"allowed_host_paths": ["/srv/shared"]})) == 0
+	count(_with(object.union(create, {"BindMounts": []}), {})) == 0
+	update := {"Method": "POST", "PathPlain": "/containers/web/update", "Query": {}, "Body": {"RestartPolicy": {"Name": "unless-stopped"}}, "BindMounts": [], "Target": {"Kind": "container", "Mounts": [{"Type": "bind", "Source": "/srv/shared"}, {"Type": "volume", "Name": "v"}]}}
+	some msg in _with(update, {"allowed_host_paths": ["/srv/shared"]})
+	startswith(msg, "restart policy unless-stopped is not allowed with host paths (/srv/shared)")
+	service := {"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {}}}, "BindMounts": ["/srv/shared"]}
+	some msg2 in _with(service, {"allowed_host_paths": ["/srv/shared"]})
+	startswith(msg2, "restart policy any is not allowed")
+	count(_with(object.union(service, {"Body": {"TaskTemplate": {"RestartPolicy": {"Condition": "none"}}}}), {"allowed_host_paths": ["/srv/shared"]})) == 0
 }
