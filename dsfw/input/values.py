@@ -30,6 +30,9 @@ def go_clean(path: str) -> str:
     """
     if not path:
         return "."
+    if path[0] == "/" and "//" not in path and "/." not in path and (
+            len(path) == 1 or path[-1] != "/"):
+        return path  # already clean: the common case, answered without splitting
     rooted = path.startswith("/")
     parts: list[str] = []
     for element in path.split("/"):
@@ -203,6 +206,10 @@ _CAPABILITIES = frozenset(
     "CHECKPOINT_RESTORE".split())
 
 
+# The spellings clients send most (SYS_ADMIN, CAP_SYS_ADMIN, ALL), answered at once.
+_SPELLED = {**{c: c for c in _CAPABILITIES}, **{"CAP_" + c: c for c in _CAPABILITIES}, "ALL": "ALL"}
+
+
 def go_upper(s: str) -> str:
     """Go's ``strings.ToUpper``: per-character simple mapping (``ß`` stays ``ß``)."""
     out = []
@@ -220,6 +227,9 @@ def canonical_capability(name: str, where: str = "capability") -> str:
     names it does not know; it accepts ``SYS_ADMIN`` as ``CAP_SYS_ADMIN``.
     ``CAP_ALL`` is not ``ALL`` to dockerd (it is unknown), so it is refused.
     """
+    known = _SPELLED.get(name)
+    if known is not None:
+        return known
     up = go_upper(name)
     if up == "ALL":
         return up
