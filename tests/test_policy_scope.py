@@ -100,3 +100,25 @@ class OpaScopeTests(TestCase):
     def test_without_the_rules_nothing_is_filtered(self):
         decision = yield self.opa(PLAIN).decide(AUTHZ, PEER)
         self.assertEqual((decision.labels, decision.remove, decision.filters), (None, (), False))
+
+
+class VisibilityCacheTests(SynchronousTestCase):
+    def test_bounded_and_keyed_by_request_and_item(self):
+        from dsfw.policy.decision_cache import VisibilityCache
+        cache = VisibilityCache(max_bytes=2000)
+        alice, bob = cache.request_key(b'{"Peer":1}'), cache.request_key(b'{"Peer":2}')
+        cache.put(alice, b'{"ID":"a"}', True)
+        self.assertIs(cache.get(alice, b'{"ID":"a"}'), True)
+        self.assertIsNone(cache.get(bob, b'{"ID":"a"}'))
+        for i in range(200):
+            cache.put(alice, b'{"ID":"%d"}' % i, False)
+        self.assertLessEqual(cache.bytes, 2000)
+        self.assertIsNone(cache.get(alice, b'{"ID":"0"}'))
+
+    def test_repeated_answers_agree_with_fresh_ones(self):
+        engine = EmbeddedScopeTests.engine(self, SCOPED)
+        first = engine.visible_items(AUTHZ, PEER, ITEMS)
+        again = engine.visible_items(AUTHZ, PEER, ITEMS[::-1])
+        self.assertEqual(again, first[::-1])
+        other = engine.visible_items(AUTHZ, {**PEER, "Peer": {"Uid": 1001}}, ITEMS)
+        self.assertEqual(other, [False, False, True, False])

@@ -101,3 +101,41 @@ class DecisionCache:
         while len(self._entries) > self._size or self.bytes > self._max_bytes:
             _, (_, evicted) = self._entries.popitem(last=False)
             self.bytes -= evicted
+
+
+class VisibilityCache:
+    """``(request input, item) → visible`` for deterministic policies, LRU, bounded by bytes.
+
+    A dashboard polling ``/containers/json`` shows the policy the same items
+    again and again; remembering each item's answer makes a repeated list
+    cost a lookup per item instead of an evaluation.  Keys are the SHA-256 of
+    the request's input (without ``Item``) and the item's JSON.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 20):
+        self._max = max_bytes
+        self._entries: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def request_key(input_json: bytes) -> bytes:
+        return hashlib.sha256(input_json).digest()
+
+    def get(self, request_key: bytes, item_json: bytes) -> bool | None:
+        key = (request_key, item_json)
+        shown = self._entries.get(key)
+        if shown is not None:
+            self._entries.move_to_end(key)
+        return shown
+
+    def put(self, request_key: bytes, item_json: bytes, shown: bool) -> None:
+        if not self._max:
+            return
+        key = (request_key, item_json)
+        if key in self._entries:
+            return
+        self._entries[key] = shown
+        self.bytes += len(item_json) + _ENTRY_OVERHEAD // 4
+        while self.bytes > self._max and self._entries:
+            (_, old), _ = self._entries.popitem(last=False)
+            self.bytes -= len(old) + _ENTRY_OVERHEAD // 4

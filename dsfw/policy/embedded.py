@@ -22,10 +22,12 @@ from typing import Any
 import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 
+from dsfw import jsoncodec
 from dsfw.errors import PolicyEngineError
 from dsfw.policy import AUTHZ, PolicyDecision
 from dsfw.policy.explain import Explanation
-from dsfw.policy.decision_cache import DEFAULT_SIZE, DecisionCache, is_deterministic
+from dsfw.policy.decision_cache import (DEFAULT_SIZE, DecisionCache, VisibilityCache,
+                                        is_deterministic)
 from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
 from dsfw.policy.rego_source import describe_regorus_error
 from dsfw.policy.verdict import (SCOPE_RULES, UNDEFINED, check_package, make_decision,
@@ -36,6 +38,7 @@ __all__ = ["EmbeddedEngine", "PolicyLoadError"]
 log = structlog.get_logger("dsfw.policy")
 
 _NO_RULE = "not a valid rule path"
+VISIBLE_CACHE_BYTES = 1 << 20
 
 
 def _rule_value(policy: LoadedPolicy, rule: str) -> Any:
@@ -64,6 +67,12 @@ def _find_scope_rules(policy: LoadedPolicy) -> None:
         if f"data.{AUTHZ}.{name}" not in policy.missing_rules:
             found.add(name)
     policy.scope_rules = frozenset(found)
+
+
+def _new_visible_cache(policy: LoadedPolicy) -> VisibilityCache:
+    """Per policy set; none when the policy may answer differently twice."""
+    return VisibilityCache(VISIBLE_CACHE_BYTES if is_deterministic(
+        m.source for m in policy.modules) else 0)
 
 
 def _warn_if_no_authz(policy: LoadedPolicy, policy_dir: str) -> None:
@@ -100,6 +109,7 @@ class EmbeddedEngine:
         self._policy = load_policy_dir(policy_dir)
         _find_scope_rules(self._policy)
         self._cache = self._new_cache(self._policy)
+        self._visible_cache = _new_visible_cache(self._policy)
         log.info("policy.loaded", policy_dir=policy_dir, revision=self._policy.revision,
                  files=len(self._policy.modules) + len(self._policy.data_files))
         _warn_if_no_authz(self._policy, policy_dir)
@@ -148,6 +158,7 @@ class EmbeddedEngine:
             return False
         previous, self._policy = self._policy, policy
         self._cache = self._new_cache(policy)
+        self._visible_cache = _new_visible_cache(policy)
         if policy.revision != previous.revision:
             log.info("policy.reloaded", policy_dir=self._policy_dir, revision=policy.revision,
                      previous_revision=previous.revision)
@@ -203,27 +214,43 @@ class EmbeddedEngine:
 
     def visible_items(self, package: str, input_doc: dict[str, Any],
                       items: list[dict[str, Any]]) -> list[bool]:
-        """Synchronous :meth:`visible`; raises PolicyEngineError."""
-        policy = self._policy
+        """Synchronous :meth:`visible`; raises PolicyEngineError.
+
+        Items decided before for the same request input are answered from the
+        visibility cache; the others in one evaluation.
+        """
+        policy, cache = self._policy, self._visible_cache
         if package != AUTHZ or "visible" not in policy.scope_rules:
             return [True] * len(items)
         if not items:
             return []
         try:
-            policy.engine.set_input_json(json.dumps({**input_doc, "Items": items}))
+            request_json = jsoncodec.dumps_sorted(
+                {k: v for k, v in input_doc.items() if k not in ("Item", "Items")})
+            item_jsons = [jsoncodec.dumps_sorted(item) for item in items]
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
+        request_key = cache.request_key(request_json)
+        flags = [cache.get(request_key, j) for j in item_jsons]
+        todo = [i for i, shown in enumerate(flags) if shown is None]
+        if not todo:
+            return flags
+        listed = b'"Items":[' + b",".join(item_jsons[i] for i in todo) + b"]}"
+        input_json = (request_json[:-1] + (b"," if len(request_json) > 2 else b"") + listed)
+        try:
+            policy.engine.set_input_json(input_json.decode("utf-8"))
         except Exception as e:
             raise PolicyEngineError(f"policy input rejected: {describe_regorus_error(e)}") from e
         try:
             answer = policy.engine.eval_query(visible_query(package))
             indices = answer["result"][0]["bindings"]["x"]
-        except PolicyEngineError:
-            raise
         except Exception as e:
             raise PolicyEngineError(f"policy evaluation of data.{package}.visible failed: "
                                     f"{describe_regorus_error(e)}") from e
-        return visible_flags(indices, len(items))
+        for i, shown in zip(todo, visible_flags(indices, len(todo))):
+            flags[i] = shown
+            cache.put(request_key, item_jsons[i], shown)
+        return flags
 
     def visible(self, package: str, input_doc: dict[str, Any],
                 items: list[dict[str, Any]]) -> "Deferred[list[bool]]":

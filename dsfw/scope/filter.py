@@ -16,15 +16,15 @@ started (events), the client's connection is cut: never an unfiltered item.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from dsfw import jsoncodec
 from dsfw.edge.upstream import ResponseHead
 from dsfw.errors import DsfwError, UpstreamUnavailable
-from dsfw.scope.target import identity, owner_of
+from dsfw.scope.target import OWNER_UID_LABEL, identity, owner_of
 
 DEFAULT_MAX_ANSWER = 64 << 20
 MAX_EVENT_BACKLOG = 1 << 20
@@ -58,11 +58,15 @@ def list_item(kind: str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         return {"Kind": kind, "ID": "", "Name": "", "Names": [], "Labels": {}, "Owner": None}
     if kind == "container":
-        names = [_strip(n) for n in raw.get("Names") or [] if isinstance(n, str)]
-        labels = raw.get("Labels") if isinstance(raw.get("Labels"), dict) else {}
-        labels = {k: v for k, v in labels.items() if isinstance(v, str)}
+        # the hot case (GET /containers/json): dockerd's Go types make Names a
+        # list of strings and Labels a map of strings, so no per-value checks
+        names = raw.get("Names")
+        names = [n[1:] if n[:1] == "/" else n for n in names] if isinstance(names, list) else []
+        labels = raw.get("Labels")
+        labels = labels if isinstance(labels, dict) else {}
         return {"Kind": kind, "ID": raw.get("Id") or "", "Name": names[0] if names else "",
-                "Names": names, "Labels": labels, "Owner": owner_of(labels),
+                "Names": names, "Labels": labels,
+                "Owner": owner_of(labels) if OWNER_UID_LABEL in labels else None,
                 "Image": raw.get("Image"), "ImageID": raw.get("ImageID")}
     if kind == "image":
         labels = raw.get("Labels") if isinstance(raw.get("Labels"), dict) else {}
@@ -114,7 +118,7 @@ def _remove(node: Any, parts: list[str]) -> None:
 
 def serialize(value: Any) -> bytes:
     """Compact JSON and a newline, as Go's ``json.Encoder`` writes dockerd's answers."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return jsoncodec.dumps_compact(value) + b"\n"
 
 
 def _is_json(head: ResponseHead) -> bool:
@@ -182,7 +186,7 @@ class JsonAnswerFilter(_Passthrough):
 
     async def _filtered(self, body: bytes) -> bytes:
         try:
-            value = json.loads(body)
+            value = jsoncodec.loads(body)
         except ValueError:
             raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
         return serialize(await self._transform(value))
@@ -263,7 +267,7 @@ class EventStreamFilter(_Passthrough):
 
     async def _one(self, line: bytes) -> None:
         try:
-            event = json.loads(line)
+            event = jsoncodec.loads(line)
         except ValueError:
             raise UpstreamUnavailable("dockerd sent an event dsfw cannot read") from None
         if await self._decide(event) and not self._dead:
