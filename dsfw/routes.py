@@ -48,7 +48,7 @@ BUILDARGS = "buildargs"  # a JSON object of build args: names kept
 CHANGES = "changes"      # Dockerfile instructions (commit/import changes=): ENV values masked
 
 # Upgrade protocols dockerd speaks on the endpoints that may hijack.
-HIJACK_UPGRADES = frozenset({"tcp", "h2c"})
+HIJACK_UPGRADES = frozenset({"tcp", "h2c", "websocket"})
 
 # Methods that keep their own metrics label; any other is "OTHER".
 STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
@@ -410,3 +410,17 @@ TABLE = RouteTable(ENDPOINTS)
 def match(method: str, plain_path: str, versioned: bool = False) -> Route:
     """:meth:`RouteTable.match` on dsfw's table."""
     return TABLE.match(method, plain_path, versioned)
+
+
+def upgrades_of(route: Route) -> frozenset[str]:
+    """The ``Upgrade`` values dockerd answers on this route: websocket only for attach/ws.
+
+    dockerd takes any ``Upgrade`` on attach/exec/session as its raw-stream
+    hijack; the policy sees one of the spellings clients use (``tcp``, or
+    ``h2c`` for BuildKit's session), never a value dockerd would read differently.
+    """
+    if not route.hijack:
+        return frozenset()
+    if route.template.endswith("/attach/ws"):
+        return frozenset({"websocket"})
+    return frozenset({"tcp", "h2c"})

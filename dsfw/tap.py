@@ -13,8 +13,6 @@ import structlog
 import yaml
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Site
 
 from twisted.internet.defer import ensureDeferred
 
@@ -22,19 +20,19 @@ from dsfw.ops import logsetup
 from dsfw.ops.admin import AdminEndpoints
 from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
-from dsfw.errors import error_body
 from dsfw.build.gate import BuildGate, BuildOptions
 from dsfw.edge.hosts import HostSyntaxError, ListenAddress, parse_host
 from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
                                  ProtectedSocketService, fit_fd_limit)
 from dsfw.edge.tls import TcpListenerService, TlsFiles, TlsSetupError, server_options
-from dsfw.edge.peer import connection_opened, peer_identity
+from dsfw.edge.peer import peer_identity
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.ops.recorder import InputRecorder
 from dsfw.edge.relay import Relay
-from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY, FirewallResource
-from dsfw.edge.upstream import DockerPool, use_large_reads
+from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY, DEFAULT_MAX_STREAM_BODY, FirewallResource
+from dsfw.edge.server import IDLE_TIMEOUT, FirewallSite
+from dsfw.edge.upstream import DockerPool
 from dsfw.scope.cache import TargetCache
 from dsfw.scope.events import EventWatcher
 from dsfw.scope.scoping import Scope
@@ -136,6 +134,9 @@ class Options(usage.Options):
         ["socket-group", None, None, "Group owning the listening socket (name or gid)."],
         ["max-json-body", None, DEFAULT_MAX_JSON_BODY, "Largest JSON request body, in bytes.",
          _positive(int)],
+        ["max-stream-body", None, DEFAULT_MAX_STREAM_BODY,
+         "Largest archive, image or plugin tarball body relayed to dockerd, in bytes "
+         "(413 beyond, while it arrives).", _positive(int)],
         ["max-context-size", None, ContextLimits.max_input_bytes,
          "Largest build context accepted, in bytes.", _positive(int)],
         ["policy-reload-interval", None, DEFAULT_INTERVAL,
@@ -256,75 +257,16 @@ class Options(usage.Options):
         return [parse_host(h) for h in self["host"]]
 
 
-class DsfwChannel(HTTPChannel):
-    """HTTP/1.1 channel with header limits that fit real Docker clients.
+def make_site(resource, reactor, max_connections: int | None = None) -> FirewallSite:
+    """The site serving the firewall resource over dsfw's own HTTP/1.1 protocol.
 
-    Registry credentials (``X-Registry-Config``) can exceed twisted.web's
-    16 kB default; Go's server allows 1 MB of headers, so dsfw does too.
+    A connection that sends nothing for ``IDLE_TIMEOUT`` s between (or inside)
+    requests is closed; the timer is off while dsfw decides and while an
+    answer streams (logs -f, events).  Beyond ``max_connections`` open ones,
+    new clients get a 503 (:class:`~dsfw.edge.listening.ConnectionLimit`).
     """
-
-    totalHeadersSize = 1 << 20
-    MAX_LENGTH = 1 << 20
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        use_large_reads(self.transport)
-        connection_opened(self)  # SO_PEERCRED as of connect(), logged for auditors
-        if self.site.connections is not None:
-            self.site.connections.opened(self.transport)
-
-    def connectionLost(self, reason) -> None:
-        if self.site.connections is not None:
-            self.site.connections.closed(self.transport)
-        super().connectionLost(reason)
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        """twisted.web's answer to unparsable HTTP, with a message the docker CLI prints.
-
-        twisted.web calls this for framing it will not guess about (conflicting
-        lengths, bad chunking, oversized or malformed headers); the request never
-        reaches the policy, let alone dockerd.
-        """
-        log.info("request.malformed", status=400)
-        body = error_body("dsfw: malformed HTTP request refused (framing, header syntax or "
-                          "header size); nothing was forwarded to dockerd")
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-        self.loseConnection()
-
-
-IDLE_TIMEOUT = 300
-
-
-class DsfwSite(Site):
-    """The site, refusing connections beyond ``connections.limit`` (see :class:`ConnectionLimit`)."""
-
-    connections: ConnectionLimit | None = None
-
-    def buildProtocol(self, addr):
-        if self.connections is not None and self.connections.full():
-            return self.connections.refusal(self.reactor)
-        return super().buildProtocol(addr)
-
-
-def make_site(resource, reactor, max_connections: int | None = None) -> Site:
-    """The twisted.web site for the firewall resource.
-
-    Form parsing is off: dsfw never reads ``request.args``, form content types
-    are refused anyway, and the parse (the ``email`` header parser for every
-    POST) was a fifth of a small POST's cost.  Older Twisted lacks the switch.
-    """
-    try:
-        site = DsfwSite(resource, reactor=reactor, parsePOSTFormSubmission=False)
-    except TypeError:
-        site = DsfwSite(resource, reactor=reactor)
-    site.protocol = DsfwChannel
-    if max_connections is not None:
-        site.connections = ConnectionLimit(max_connections)
-    # A connection that sends nothing for this long between (or inside) requests is
-    # closed; twisted.web suspends it while a response streams (logs -f, events).
-    site.timeOut = IDLE_TIMEOUT
-    return site
+    return FirewallSite(resource, reactor, timeout=IDLE_TIMEOUT,
+                        connections=ConnectionLimit(max_connections) if max_connections else None)
 
 
 class _Lifecycle(Service):
@@ -415,16 +357,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
     watcher = EventWatcher(pool, reactor, cache)
     scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted), engine)
     resource = FirewallResource(
-        engine, relay, gate, max_json_body=options["max-json-body"], peer_identity=peer_identity,
+        engine, relay, gate, max_json_body=options["max-json-body"],
+        max_stream_body=options["max-stream-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
         verbose=bool(options["verbose"]),
         recorder=InputRecorder(options["record-dir"], reactor.seconds)
         if options["record-dir"] else None,
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor), scope=scope)
     site = make_site(resource, reactor, fit_fd_limit(options["max-connections"]))
-    site.displayTracebacks = False
-    site.noisy = False
-    site.log = lambda request: None  # dsfw logs its own decision per request
 
     top = MultiService()
     for listener in _listeners(options, reactor, site):

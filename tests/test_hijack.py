@@ -19,13 +19,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from dsfw.build.gate import BuildGate
 from dsfw.edge.relay import Relay
 from dsfw.edge.resource import FirewallResource
 from dsfw.edge.upstream import DockerPool
+from dsfw.tap import make_site
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_relay import FakeEngine  # noqa: E402
@@ -138,7 +138,7 @@ class SpliceTests(TestCase):
         pool = DockerPool(reactor, self.dockerd_path)
         self.addCleanup(pool.close)
         resource = FirewallResource(FakeEngine(), Relay(reactor, pool), BuildGate(reactor, None))
-        port = reactor.listenUNIX(self.dsfw_path, Site(resource))
+        port = reactor.listenUNIX(self.dsfw_path, make_site(resource, reactor))
         self.addCleanup(port.stopListening)
 
     @inlineCallbacks

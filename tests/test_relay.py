@@ -1,6 +1,6 @@
 """The relay: dsfw's request head, and whole exchanges client -> dsfw -> fake dockerd.
 
-The client is twisted.web's own ``HTTPChannel`` from ``Site.buildProtocol``
+The client is dsfw's own server channel from ``make_site(...).buildProtocol``
 fed raw bytes; dockerd is a :class:`DockerConnection` on a ``StringTransport``
 that the test answers.  Nothing here touches a socket or the real reactor.
 """
@@ -14,7 +14,6 @@ from twisted.internet.task import Cooperator
 from twisted.internet.testing import MemoryReactorClock, StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
 from dsfw.build.gate import BuildGate
 from dsfw.input.path import canonical_target
@@ -23,6 +22,7 @@ from dsfw.policy import PolicyDecision
 from dsfw.edge.relay import Relay, serialize_request
 from dsfw.edge.resource import FirewallResource
 from dsfw.edge.upstream import DockerConnection
+from dsfw.tap import make_site
 
 
 class FakeEngine:
@@ -105,7 +105,7 @@ def firewall(engine=None, dockerd=None, **kwargs):
 
 def client(resource, clock):
     """A twisted.web channel for ``resource`` on a StringTransport."""
-    site = Site(resource, reactor=clock)
+    site = make_site(resource, clock)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)

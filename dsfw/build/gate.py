@@ -19,7 +19,7 @@ import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Awaitable, BinaryIO, Callable
 
 import structlog
 from twisted.internet.threads import deferToThreadPool
@@ -46,13 +46,16 @@ class PreparedBuild:
     """A build request ready for the policies and the relay.
 
     ``fields`` are added to the input document of ``data.docker.build``;
-    ``context`` is the canonical tar to forward (None when nothing is sent).
+    ``context`` is the canonical tar to forward (None when nothing is sent);
+    ``relay_body``: the client's body goes to dockerd as it is (a remote
+    context allowed uninspected).
     """
 
     request: CanonicalRequest
     fields: dict[str, Any] | None
     context: BinaryIO | None
     context_length: int | None
+    relay_body: bool = False
 
 
 def buildargs_of(req: CanonicalRequest) -> dict[str, str | None]:
@@ -79,8 +82,7 @@ def _with_dockerfile(req: CanonicalRequest, path: str) -> CanonicalRequest:
 
 def _read_context(content: BinaryIO, out: BinaryIO, dockerfile: str, limits: ContextLimits,
                   buildargs: dict[str, str | None]):
-    """Worker-thread part: rewrite the context, parse its Dockerfile."""
-    content.seek(0)
+    """Worker-thread part: rewrite the context as it arrives, parse its Dockerfile."""
     ctx = rewrite_context(content, out, dockerfile, limits)
     return ctx, dockerfile_input(ctx.dockerfile, buildargs)
 
@@ -115,16 +117,25 @@ class BuildGate:
         if req.route.endpoint.buildkit:
             _uninspected(self._options.allow_buildkit, "BuildKit session", _BUILDKIT_REFUSED, bound)
 
-    async def prepare(self, req: CanonicalRequest, content: BinaryIO | None, bound) -> PreparedBuild:
+    async def prepare(self, req: CanonicalRequest,
+                      open_content: Callable[[], Awaitable[BinaryIO]] | None,
+                      bound) -> PreparedBuild:
+        """Decide what is sent for a build; ``open_content()`` starts reading the client's context.
+
+        It is awaited (on the reactor) only for a local context, and what it
+        gives is read on a worker thread while it arrives: the client's bytes
+        go once through the rewrite into the bounded spool.
+        """
         if req.target.param("remote"):
             _uninspected(self._options.allow_remote_context, "remote context", _REMOTE_REFUSED,
                          bound)
-            return PreparedBuild(req, None, content, None)
+            return PreparedBuild(req, None, None, None, relay_body=True)
         if is_buildkit(req):
             _uninspected(self._options.allow_buildkit, "BuildKit build", _BUILDKIT_REFUSED, bound)
             return PreparedBuild(req, None, None, None)
-        if content is None:
+        if open_content is None:
             raise BadRequest("a build request needs a build context")
+        content = await open_content()
         buildargs = buildargs_of(req)
         dockerfile = req.target.param("dockerfile") or "Dockerfile"
         out = tempfile.TemporaryFile(prefix="dsfw-context-")

@@ -6,41 +6,19 @@ stream) and then carry a bidirectional byte stream.  Only a request that dsfw
 parsed, decided and forwarded can get here, and only dockerd's answer opens
 the stream, so after the hijack exactly the stream dockerd accepted flows.
 
-Detaching the client's transport from twisted.web's ``HTTPChannel`` needs its
-private attributes; all of that is kept in :func:`detach_client` so a Twisted
-upgrade that changes them breaks one function (and its tests), not the relay.
+dsfw's own server protocol hands the connection over
+(:meth:`~dsfw.edge.server.ServerRequest.hijack`) with the bytes the client
+already sent after the request (stdin that raced the ``101``); websocket
+attach (``GET /containers/{id}/attach/ws``) is spliced the same way.
 """
 from __future__ import annotations
 
 from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dsfw.edge.upstream import DockerConnection, ResponseHead
-
-
-def detach_client(request) -> tuple[object, bytes]:
-    """Take the client transport away from twisted.web; return it and unread bytes.
-
-    The channel stops timing out, stops being the transport's producer, and
-    hands over what the client already sent after the request (stdin that
-    raced the ``101``).  The twisted.web request is never finished: nothing
-    more is written by twisted.web on this connection.
-    """
-    channel = request.channel
-    transport = channel.transport
-    channel.setTimeout(None)
-    channel._savedTimeOut = None
-    leftover = b"".join(channel._dataBuffer)
-    channel._dataBuffer = []
-    transport.unregisterProducer()
-    # The channel may have paused reading while it buffered pipelined bytes.
-    channel._networkProducer.resumeProducing()
-    request.channel = None
-    channel.requests = []
-    return transport, leftover
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -105,13 +83,8 @@ class ClientSplice(Protocol):
 def splice(request, head: ResponseHead, upstream: DockerConnection, upstream_leftover: bytes,
            on_close=None) -> ClientSplice:
     """Join the client connection of ``request`` to the hijacked ``upstream``."""
-    transport, client_leftover = detach_client(request)
     client = ClientSplice(upstream, on_close)
-    client.transport = transport
-    if isinstance(transport, ProtocolWrapper):  # TLS: the wrapper hands data to its protocol
-        transport.wrappedProtocol = client
-    else:
-        transport.protocol = client
+    transport, client_leftover = request.hijack(client)
     upstream.splice_peer = client
     transport.write(head.serialize())
     if upstream_leftover:

@@ -8,11 +8,10 @@ dockerd instead of growing dsfw's memory.
 """
 from __future__ import annotations
 
-from typing import BinaryIO
-
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH
 
 from dsfw.edge import hijack
 from dsfw.input.request import CanonicalRequest
@@ -25,7 +24,8 @@ _HOP_BY_HOP_RESPONSE = frozenset(
 )
 
 
-def serialize_request(req: CanonicalRequest, body_length: int | None) -> bytes:
+def serialize_request(req: CanonicalRequest, body_length: int | None,
+                      chunked: bool = False) -> bytes:
     """dsfw's own request head for dockerd: canonical target, canonical headers, own framing."""
     lines = [req.method.encode("ascii") + b" " + req.target.forward_target() + b" HTTP/1.1",
              b"Host: docker"]
@@ -34,49 +34,33 @@ def serialize_request(req: CanonicalRequest, body_length: int | None) -> bytes:
     if req.upgrade:
         lines.append(b"Connection: Upgrade")
         lines.append(b"Upgrade: " + req.upgrade.encode("ascii"))
-    if body_length is not None:
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+    elif body_length is not None:
         lines.append(b"Content-Length: %d" % body_length)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-_NO_BODY = frozenset({204, 304})
-# Spooled bodies (build contexts, archives, image tarballs) are sent in large
-# reads: one cooperator step per 64 kB was most of an upload's relay cost.
+# Spooled bodies (build contexts) are sent in large reads: one cooperator
+# step per 64 kB was most of an upload's relay cost.
 _BODY_READ_SIZE = 1 << 20
 
 
 def _write_response_head(request, head: ResponseHead) -> None:
-    """Write dockerd's status and headers to the client, re-framed for this hop.
+    """dockerd's status and end-to-end headers, re-framed by the server for this hop.
 
-    This is what ``Request.write`` does for its first call, without copying
-    every header through twisted.web's ``Headers`` (a measurable share of a
-    small request's cost): dockerd's end-to-end headers as received, then
-    dsfw's framing for the client -- dockerd's ``Content-Length`` when it gave
-    one, else chunked for HTTP/1.1 clients (else the body runs to the close).
     The head goes out at once: dockerd flushes it early for waits and
     streams, and clients (``docker run``'s wait) block until they see it.
     """
-    lines = [b"%s %d %s" % (request.clientproto, head.status, head.reason or b"")]
-    has_length = False
+    headers = []
+    length = None
     for name, value in head.headers:
         lname = name.lower()
-        if lname in _HOP_BY_HOP_RESPONSE:
-            continue
         if lname == b"content-length":
-            has_length = True
-        lines.append(name + b": " + value)
-    no_body = request.method == b"HEAD" or head.status in _NO_BODY
-    chunked = request.clientproto == b"HTTP/1.1" and not has_length and not no_body
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked")
-    if not request.channel.persistent:
-        lines.append(b"Connection: close")
-    request.setResponseCode(head.status, head.reason or None)
-    request.startedWriting = 1
-    request.chunked = 1 if chunked else 0
-    request.channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
-    if no_body:
-        request.write = lambda data: None
+            length = int(value)  # validated by the upstream parser
+        elif lname not in _HOP_BY_HOP_RESPONSE:
+            headers.append((name, value))
+    request.write_head(head.status, head.reason, headers, length)
 
 
 class _RequestSink:
@@ -95,9 +79,8 @@ class _RequestSink:
         if self._client_gone:
             return
         self._started = True
-        request = self._request
-        _write_response_head(request, head)
-        request.registerProducer(self._connection.transport, True)
+        _write_response_head(self._request, head)
+        self._request.registerProducer(self._connection.transport, True)
 
     def body_received(self, data: bytes) -> None:
         if not self._client_gone:
@@ -121,9 +104,9 @@ class _RequestSink:
         if self._started and not self._client_gone:
             # Too late for an error status: the client sees a cut stream.
             self._request.unregisterProducer()
-            channel = self._request.channel
-            if channel is not None and channel.transport is not None:
-                channel.transport.abortConnection()
+            transport = self._request.channel.transport
+            if transport is not None:
+                transport.abortConnection()
             self._fire(None)
             return
         self._fire(reason)
@@ -157,40 +140,48 @@ class Relay:
         self._cooperator = cooperator
 
     async def forward(self, request, req: CanonicalRequest, body: bytes | None,
-                      stream: BinaryIO | None, stream_length: int | None,
+                      stream, stream_length: int | None,
                       may_hijack: bool, on_hijack_close=None, answer_filter=None):
         """Relay ``req``; returns when the response is streamed or hijacked.
 
         ``answer_filter(sink, connection)``, when given, wraps the sink the
         response goes to (:mod:`dsfw.scope.filter`: filtered answers).
-
+        ``stream`` is a spooled file (a rewritten build context) of
+        ``stream_length`` bytes, or the client's body as an ``IBodyProducer``
+        relayed as it arrives (chunked to dockerd when its length is unknown).
         Raises :class:`~dsfw.errors.UpstreamUnavailable` if dockerd cannot be
-        reached or fails before the response started (the caller answers 502).
-        A reused keep-alive connection that dockerd had closed is retried once
-        on a fresh one, as long as no response byte arrived.
+        reached or fails before the response started (the caller answers 502),
+        or the producer's own error (a 413 while the body arrives).  A reused
+        keep-alive connection that dockerd had closed is retried once on a
+        fresh one, as long as no response byte arrived; a live body cannot
+        be replayed, so it always gets a fresh connection.
         """
+        live = stream is not None and hasattr(stream, "startProducing")
+        chunked = live and stream.length == UNKNOWN_LENGTH
         if body is not None:
             length = len(body)
+        elif live:
+            length = None if chunked else stream.length
         elif stream is not None:
             length = stream_length
         elif req.method in ("POST", "PUT", "PATCH"):
             length = 0
         else:
             length = None
-        head = serialize_request(req, length)
-        fresh = False
+        head = serialize_request(req, length, chunked)
+        fresh = live
         while True:
             conn = await self._pool.acquire(fresh=fresh)
             done: Deferred = Deferred()
             sink = _RequestSink(request, conn, done, on_hijack_close)
-            producer = None
-            if stream is not None and stream_length:
+            producer = stream if live else None
+            if stream is not None and not live and stream_length:
                 stream.seek(0)
                 kwargs = {"cooperator": self._cooperator} if self._cooperator else {}
                 producer = FileBodyProducer(stream, readSize=_BODY_READ_SIZE, **kwargs)
             conn.send(head, body, sink if answer_filter is None else answer_filter(sink, conn),
-                      head_only=req.method == "HEAD",
-                      may_hijack=may_hijack, body_producer=producer)
+                      head_only=req.method == "HEAD", may_hijack=may_hijack,
+                      body_producer=producer, chunked=chunked)
             try:
                 return await done
             except Exception:

@@ -1,16 +1,20 @@
 """The firewall's twisted.web resource: parse, decide, relay -- or refuse.
 
 Every request, including each one pipelined on a keep-alive connection, runs
-through :meth:`FirewallResource._handle`: it is parsed once into a
+through :meth:`FirewallResource._handle` as soon as its head is in
+(:mod:`dsfw.edge.server`): it is parsed once into a
 :class:`~dsfw.input.request.CanonicalRequest`, shown to the policy, and only then
-serialized by dsfw for dockerd.  Any exception on that path is a refusal with
-a Docker-style ``{"message": ...}`` body: the firewall fails closed.
+serialized by dsfw for dockerd.  The body is read only as far as the decision
+needs it: a JSON body the policy sees is read first (up to ``--max-json-body``),
+a build context is rewritten while it arrives, and a stream body (archive,
+image tarball) is decided on the head and read only once allowed, relayed as it
+arrives.  Any exception on that path is a refusal with a Docker-style
+``{"message": ...}`` body: the firewall fails closed.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import time
 from typing import Any, Callable
 
@@ -20,9 +24,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from dsfw import routes
-from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PayloadTooLarge,
+from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound,
                          ShuttingDown, error_body, error_response)
-from dsfw.input.request import CanonicalRequest, canonical_request, input_document
+from dsfw.input.request import CanonicalRequest, canonical_head, input_document, with_body
+from dsfw.edge.feed import BodyFeed
 from dsfw.edge.inflight import InFlight
 from dsfw.edge.peer import connection_identified, peer_log_fields
 from dsfw.ops.metrics import Metrics
@@ -35,14 +40,8 @@ from dsfw.scope.scoping import HiddenObject
 log = structlog.get_logger("dsfw")
 
 DEFAULT_MAX_JSON_BODY = 16 << 20
+DEFAULT_MAX_STREAM_BODY = 16 << 30
 _UNKNOWN = object()
-
-
-def _body_size(content) -> int:
-    content.seek(0, os.SEEK_END)
-    size = content.tell()
-    content.seek(0)
-    return size
 
 
 def _upgrade_of(request) -> str | None:
@@ -84,10 +83,7 @@ def _worded_by_dsfw(decision) -> bool:
 
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
     """A complete answer from dsfw itself (errors, its own endpoints)."""
-    request.setResponseCode(status)
-    request.defaultContentType = None
-    request.responseHeaders.setRawHeaders(b"content-type", [content_type])
-    request.responseHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
+    request.write_head(status, None, [(b"Content-Type", content_type)], len(body))
     request.write(body)
     request.finish()
 
@@ -99,6 +95,7 @@ class FirewallResource(Resource):
 
     def __init__(self, engine: PolicyEngine, relay: Relay, build_gate: BuildGate, *,
                  max_json_body: int = DEFAULT_MAX_JSON_BODY,
+                 max_stream_body: int = DEFAULT_MAX_STREAM_BODY,
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
                  metrics: Metrics | None = None, verbose: bool = True, recorder=None,
@@ -107,6 +104,7 @@ class FirewallResource(Resource):
         self._engine = engine
         self._relay = relay
         self._max_json_body = max_json_body
+        self._max_stream_body = max_stream_body
         self._peer_identity = peer_identity
         self._build_gate = build_gate
         self._dry_run = dry_run
@@ -118,6 +116,7 @@ class FirewallResource(Resource):
         self.metrics = metrics if metrics is not None else Metrics()
         if clock is None:
             from twisted.internet import reactor as clock
+        self._clock = clock
         self.inflight = InFlight(clock)
 
     def render(self, request):
@@ -140,31 +139,45 @@ class FirewallResource(Resource):
         bound = log.bind(request_id=request_id)
         token = self.inflight.begin(self._abort_request(request))
         hijack_token = None
-        context = None
+        context = feed = None
         req = None
         outcome = None  # counted once, when the request is over
         doc = None
         try:
             if self.inflight.draining:
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
-            req = self.canonicalize(request)
+            req = self.canonical_head(request)
             bound = bound.bind(method=req.method, path=req.target.path)
             if self._verbose:
                 # the original firewall's first line; the target as canonicalized and redacted
                 bound.debug("request.received", target=redacted_input(_exposed(req))["Path"])
-            stream = request.content if req.stream_body else None
-            length = _body_size(stream) if stream is not None else None
-            build_fields = None
-            self._build_gate.check_buildkit_endpoint(req, bound)
-            if req.route.body == routes.BUILD:
-                prepared = await self._build_gate.prepare(req, stream, bound)
-                req, build_fields = prepared.request, prepared.fields
-                stream = context = prepared.context
-                length = prepared.context_length
             peer = self._peer_of(request.channel)
             if peer is not None:
                 bound = bound.bind(**peer_log_fields(peer),
                                    conn=getattr(request.channel, "dsfw_conn", None))
+            stream = length = build_fields = None
+            self._build_gate.check_buildkit_endpoint(req, bound)
+            body_kind = req.route.body
+            if body_kind == routes.BUILD:
+                async def open_context():
+                    # The request alone may already be refused: then no context byte is
+                    # read.  The decision that allows is taken on what dockerd receives.
+                    await self._decide(bound, AUTHZ, await self._document(req, peer), started)
+                    nonlocal feed
+                    feed = BodyFeed(self._clock, request.body_producer(None, "")).start()
+                    return feed
+                prepared = await self._build_gate.prepare(
+                    req, open_context if request.has_body else None, bound)
+                req, build_fields = prepared.request, prepared.fields
+                stream = context = prepared.context
+                length = prepared.context_length
+                if prepared.relay_body:
+                    stream = self._stream_of(request)
+            elif body_kind == routes.STREAM:
+                stream = self._stream_of(request)  # read only after the decision
+            elif body_kind == routes.JSON:
+                raw = await request.read_body(self._max_json_body, "--max-json-body")
+                req = with_body(req, raw, self._max_json_body)
             scoped = None
             if self._scope is not None:
                 # the policy sees the path as written and the object's identity;
@@ -208,6 +221,8 @@ class FirewallResource(Resource):
             self.inflight.end(token)
             if outcome is not None:
                 self.metrics.count(outcome, *((req.method, req.route) if req else ()))
+            if feed is not None:
+                feed.close()
             if context is not None:
                 context.close()
 
@@ -233,22 +248,26 @@ class FirewallResource(Resource):
         status, content_type, body = await self._admin.answer(req.method, req.route)
         _write_answer(request, status, content_type, body)
 
-    def canonicalize(self, request) -> CanonicalRequest:
-        """Parse the twisted.web request into the one form dsfw decides and forwards."""
+    def canonical_head(self, request) -> CanonicalRequest:
+        """The request line and headers in the one form dsfw decides and forwards."""
         try:
             method = request.method.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("request method is not ASCII") from None
-        return canonical_request(method, request.uri, request.requestHeaders.getAllRawHeaders(),
-                                 lambda: self._json_body(request), _upgrade_of(request),
-                                 max_json_body=self._max_json_body)
+        return canonical_head(method, request.uri, request.requestHeaders.getAllRawHeaders(),
+                              _upgrade_of(request))
 
-    def _json_body(self, request) -> bytes:
-        size = _body_size(request.content)
-        if size > self._max_json_body:
-            raise PayloadTooLarge(
-                f"request body of {size} bytes exceeds the limit of {self._max_json_body} bytes")
-        return request.content.read()
+    async def _document(self, req: CanonicalRequest, peer) -> dict[str, Any]:
+        scoped = None
+        if self._scope is not None:
+            scoped = await self._scope.target_of(req)
+        return input_document(req, peer=peer, extra=scoped and scoped.fields)
+
+    def _stream_of(self, request):
+        """The client's stream body as a producer for the relay, or None when there is none."""
+        if not request.has_body:
+            return None
+        return request.body_producer(self._max_stream_body, "--max-stream-body")
 
     async def _decide(self, bound, package: str, doc: dict[str, Any], started: float,
                       scoped=None):
@@ -304,7 +323,7 @@ class FirewallResource(Resource):
             bound.error("request.failed", status=status, error=message)
         else:
             bound.info("request.refused", status=status, error=message)
-        if request.finished or request.channel is None or getattr(request, "_disconnected", False):
+        if request.finished or request.disconnected or request.hijacked:
             return
         if request.startedWriting:
             request.channel.transport.abortConnection()

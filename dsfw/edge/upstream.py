@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dsfw.edge._twisted import use_large_reads
 from dsfw.errors import UpstreamUnavailable
 
 MAX_RESPONSE_HEAD = 1 << 20
@@ -72,23 +73,6 @@ class UpstreamProtocolError(UpstreamUnavailable):
     """dockerd answered something this client cannot frame."""
 
 
-LARGE_READ = 1 << 17
-
-
-def use_large_reads(transport) -> None:
-    """Read (and buffer writes) up to 128 kB at a time on this transport.
-
-    Twisted reads 64 kB per wake-up; build contexts, archives and image
-    tarballs cross dsfw in hundreds of megabytes, and the per-read cost was a
-    large share of their relay time.  Not more: Twisted's UNIX transport
-    allocates the whole buffer for every ``recvmsg``, and above 128 kB that
-    allocation is an mmap/munmap pair that every small request pays for
-    (a 200-byte read measured 3 µs with a 128 kB buffer, 17 µs with 256 kB).
-    """
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = LARGE_READ
-
-
 @implementer(interfaces.IHalfCloseableProtocol)
 class DockerConnection(Protocol):
     """One HTTP/1.1 connection to dockerd, reused for sequential requests.
@@ -121,11 +105,15 @@ class DockerConnection(Protocol):
     # -- sending -----------------------------------------------------------
 
     def send(self, head: bytes, body: bytes | None, sink: ResponseSink, *,
-             head_only: bool = False, may_hijack: bool = False, body_producer=None) -> None:
+             head_only: bool = False, may_hijack: bool = False, body_producer=None,
+             chunked: bool = False) -> None:
         """Send one request; the response goes to ``sink``.
 
         ``body`` is written with the head in one write (small JSON bodies);
-        ``body_producer`` (an ``IBodyProducer``) streams a spooled body.
+        ``body_producer`` (an ``IBodyProducer``) streams a spooled body or the
+        client's own as it arrives, chunk-framed when ``chunked`` (its length
+        is not known in advance).  A producer's failure (a limit passed, the
+        client gone) is the request's failure, reported to ``sink``.
         """
         self._sink = sink
         self._state = "head"
@@ -136,20 +124,23 @@ class DockerConnection(Protocol):
         if body_producer is not None:
             self._body_producer = body_producer
             self.transport.registerProducer(body_producer, True)
-            d = body_producer.startProducing(self.transport)
-            d.addCallbacks(self._body_sent, self._body_failed)
+            consumer = _ChunkEncoder(self.transport) if chunked else self.transport
+            d = body_producer.startProducing(consumer)
+            d.addCallbacks(self._body_sent, self._body_failed, callbackArgs=(chunked,))
 
-    def _body_sent(self, _):
+    def _body_sent(self, _, chunked: bool):
         if self._body_producer is not None:
             self._body_producer = None
             self.transport.unregisterProducer()
+            if chunked:
+                self.transport.write(b"0\r\n\r\n")
 
     def _body_failed(self, reason: Failure):
         if self._body_producer is not None:
             self._body_producer = None
             if self.transport is not None:
                 self.transport.unregisterProducer()
-                self.transport.abortConnection()
+            self._fail(reason)
         return None
 
     def _stop_body(self) -> None:
@@ -390,6 +381,17 @@ class DockerConnection(Protocol):
             self.transport.abortConnection()
         if sink is not None:
             sink.failed(reason)
+
+
+class _ChunkEncoder:
+    """Writes each piece of a body of unknown length as one HTTP chunk."""
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
 
 
 class DockerPool:

@@ -8,6 +8,7 @@ policies keep working, and adds parsed fields they would otherwise rebuild.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -69,7 +70,7 @@ class CanonicalRequest:
     ``body`` is the parsed JSON body or None; ``json_body`` its serialization
     by dsfw (what is forwarded), or None when the body is an opaque stream
     (``stream_body``) or absent.  ``upgrade`` names the protocol of a hijack the
-    client asked for (``tcp`` or ``h2c``).  ``route`` is the endpoint dockerd
+    client asked for (``tcp``, ``h2c`` or ``websocket``).  ``route`` is the endpoint dockerd
     will run, matched once (from method and target when not given).
     """
 
@@ -98,17 +99,14 @@ class CanonicalRequest:
         return None
 
 
-def canonical_request(method: str, raw_target: bytes,
-                      raw_headers: Iterable[tuple[bytes, list[bytes]]],
-                      read_body: Callable[[], bytes], upgrade: str | None = None,
-                      max_json_body: int = DEFAULT_MAX_BODY_BYTES) -> CanonicalRequest:
-    """One client request in the form dsfw decides and forwards; the daemon and ``dsfw eval`` share it.
+def canonical_head(method: str, raw_target: bytes,
+                   raw_headers: Iterable[tuple[bytes, list[bytes]]],
+                   upgrade: str | None = None) -> CanonicalRequest:
+    """The request as far as its line and headers tell, before any body byte is read.
 
-    ``read_body`` is only called for endpoints whose body dockerd may decode as
-    JSON: the parsed body becomes what the policy sees and dsfw's own
-    serialization what dockerd receives (so its Content-Type is JSON).
-    Opaque stream bodies (build contexts, archives) are left to the caller;
-    a body sent to an endpoint that never reads one is neither shown nor forwarded.
+    For an endpoint whose body is an opaque stream (build context, archive,
+    image tarball) or never read, this is the whole request; a JSON body is
+    added by :func:`with_body`.
     """
     if not method.isalpha() or not method.isupper():
         raise BadRequest(f"unsupported request method {method!r}")
@@ -119,18 +117,46 @@ def canonical_request(method: str, raw_target: bytes,
             for part in value.split(","):
                 check_content_type(part)  # form bodies would smuggle query parameters
     route = routes.match(method, target.plain_path, target.version is not None)
-    if upgrade and not route.hijack:
-        raise BadRequest(f"{target.plain_path} does not accept a connection upgrade")
-    if route.body != routes.JSON:
-        return CanonicalRequest(method, target, headers, upgrade=upgrade, route=route)
-    body, json_body = canonical_json_body(route.json_schema(target.version), target.version,
-                                          read_body(), max_bytes=max_json_body,
+    if upgrade and upgrade not in routes.upgrades_of(route):
+        raise BadRequest(f"{target.plain_path} does not accept a connection upgrade"
+                         f" to {upgrade!r}")
+    return CanonicalRequest(method, target, headers, upgrade=upgrade, route=route)
+
+
+def with_body(req: CanonicalRequest, raw: bytes,
+              max_json_body: int = DEFAULT_MAX_BODY_BYTES) -> CanonicalRequest:
+    """``req`` with its JSON body as dockerd decodes it: parsed, checked, re-serialized by dsfw.
+
+    A body sent to an endpoint that never reads one is neither shown nor forwarded.
+    """
+    if req.route.body != routes.JSON:
+        return req
+    method, target = req.method, req.target
+    body, json_body = canonical_json_body(req.route.json_schema(target.version), target.version,
+                                          raw, max_bytes=max_json_body,
                                           what=f"{method} {target.plain_path}")
+    headers = req.headers
     if json_body is not None:
         headers = tuple(sorted([(k, v) for k, v in headers if k != "Content-Type"]
                                + [("Content-Type", "application/json")]))
-    return CanonicalRequest(method, target, headers, body=body, json_body=json_body,
-                            upgrade=upgrade, route=route)
+    return dataclasses.replace(req, headers=headers, body=body, json_body=json_body)
+
+
+def canonical_request(method: str, raw_target: bytes,
+                      raw_headers: Iterable[tuple[bytes, list[bytes]]],
+                      read_body: Callable[[], bytes], upgrade: str | None = None,
+                      max_json_body: int = DEFAULT_MAX_BODY_BYTES) -> CanonicalRequest:
+    """One client request in the form dsfw decides and forwards (``dsfw eval`` uses it).
+
+    ``read_body`` is only called for endpoints whose body dockerd may decode as
+    JSON: the parsed body becomes what the policy sees and dsfw's own
+    serialization what dockerd receives (so its Content-Type is JSON).
+    Opaque stream bodies (build contexts, archives) are left to the caller.
+    """
+    req = canonical_head(method, raw_target, raw_headers, upgrade)
+    if req.route.body != routes.JSON:
+        return req
+    return with_body(req, read_body(), max_json_body)
 
 
 def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,

@@ -1,0 +1,306 @@
+"""The edge against real dockerd: refused bodies cost nothing, limits bite while bodies arrive,
+websocket attach works with a real websocket client.
+
+Uploads are sent by a raw AF_UNIX client that keeps writing while it reads
+the answer, as the docker CLI does; what is checked is what the client sees
+and what dsfw's process did on the host (bytes written to storage, open
+temporary files).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import tarfile
+import tempfile
+import time
+
+import pytest
+
+from e2e_support import DOCKER_SOCKET, TEST_IMAGE, policy_dir, raw_request, unique_name
+
+pytestmark = pytest.mark.requires_docker
+
+DENY_STREAMS = """
+package docker.authz
+import rego.v1
+
+default allow := false
+allow if not stream_upload
+
+stream_upload if input.PathPlain in {"/images/load", "/images/create", "/plugins/create", "/build"}
+stream_upload if {
+    input.Method == "PUT"
+    regex.match(`^/containers/[^/]+/archive$`, input.PathPlain)
+}
+"""
+ALLOW_ALL = "package docker.authz\nallow := true\n"
+BUILD_ALLOW = "package docker.build\nallow := true\n"
+
+GIB = 1 << 30
+STREAM_TARGETS = [b"PUT /v1.41/containers/dsfw-none/archive?path=%2Ftmp",
+                  b"POST /v1.41/images/load", b"POST /v1.41/images/create?fromSrc=-&repo=x",
+                  b"POST /v1.41/plugins/create?name=x", b"POST /v1.41/build?t=x"]
+
+
+def _io_written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise AssertionError("no write_bytes in /proc/PID/io")
+
+
+def _open_files(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    # regular files other than dsfw's own output: a spool would be one (deleted or not)
+    return [p for p in out if p.startswith("/") and not p.startswith(("/dev/", "/proc/"))
+            and not p.endswith(".log")]
+
+
+def upload(sock: str, head: bytes, total: int, chunked: bool = False,
+           timeout: float = 30, first: bytes = b"") -> tuple[bytes, int]:
+    """Send ``head``, ``first`` and zeros, up to ``total`` body bytes, while reading.
+
+    Returns (answer, bytes sent).  Stops sending once an answer has arrived or
+    the server stopped reading.
+    """
+    piece = bytes(64 << 10)
+    frame = b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece
+    sent = 0
+    answer = b""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock)
+        s.sendall(head + (b"%x\r\n%s\r\n" % (len(first), first) if chunked and first else first))
+        s.setblocking(False)
+        out_open = True
+        while time.monotonic() < deadline:
+            wants_write = [s] if out_open and sent < total and not answer else []
+            readable, writable, _ = select.select([s], wants_write, [], 0.5)
+            if readable:
+                try:
+                    data = s.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                answer += data
+                if b"\r\n\r\n" in answer and not answer.startswith(b"HTTP/1.1 100 "):
+                    head_end = answer.index(b"\r\n\r\n")
+                    lengths = [ln for ln in answer[:head_end].split(b"\r\n")
+                               if ln.lower().startswith(b"content-length:")]
+                    if lengths and len(answer) >= head_end + 4 + int(lengths[0].split(b":")[1]):
+                        break
+            if writable:
+                try:
+                    n = s.send(frame)
+                    sent += n
+                except (BrokenPipeError, ConnectionResetError):
+                    out_open = False
+                except BlockingIOError:
+                    pass
+            if not readable and not writable and not wants_write and not out_open:
+                break
+    return answer, sent
+
+
+def _status(answer: bytes) -> int:
+    while answer.startswith(b"HTTP/1.1 100 "):
+        answer = answer.partition(b"\r\n\r\n")[2]
+    return int(answer.split(b" ", 2)[1])
+
+
+def _message(answer: bytes) -> str:
+    return json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+
+
+@pytest.fixture
+def denying(dsfw_factory, tmp_path):
+    return dsfw_factory(policy_dir(tmp_path, {"authz.rego": DENY_STREAMS,
+                                              "build.rego": BUILD_ALLOW}))
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_denied_1gb_uploads_are_not_read_and_use_no_disk(denying, chunked):
+    before_files = set(os.listdir(tempfile.gettempdir()))
+    written = _io_written(denying.pid)
+    for target in STREAM_TARGETS:
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % GIB
+        head = (target + b" HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n"
+                + framing + b"\r\n")
+        started = time.monotonic()
+        answer, sent = upload(denying.socket, head, GIB, chunked)
+        assert _status(answer) == 403, (target, answer[:300])
+        assert "denied by policy" in _message(answer)
+        assert sent < 64 << 20, f"{target!r}: the client could push {sent} bytes"
+        assert time.monotonic() - started < 10
+        assert not _open_files(denying.pid)
+    assert _io_written(denying.pid) - written < 1 << 20
+    new = {n for n in set(os.listdir(tempfile.gettempdir())) - before_files if "dsfw-" in n}
+    assert not new
+    assert denying.alive()
+
+
+def test_expect_100_continue_to_a_denied_endpoint_gets_no_100(denying):
+    reply = raw_request(denying.socket, b"POST /v1.41/images/load HTTP/1.1\r\nHost: docker\r\n"
+                        b"Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n", timeout=5)
+    assert reply.startswith(b"HTTP/1.1 403 "), reply
+    assert b"100 Continue" not in reply
+    assert b"Connection: close\r\n" in reply
+
+
+def test_expect_100_continue_to_an_allowed_endpoint_gets_100_then_the_answer(denying):
+    body = b'{"Image": "%s", "Cmd": ["true"]}' % TEST_IMAGE.encode()
+    name = unique_name("dsfw-e2e-expect")
+    reply = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(denying.socket)
+        s.sendall(b"POST /v1.41/containers/create?name=%s HTTP/1.1\r\nHost: docker\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                  b"Expect: 100-continue\r\n\r\n" % (name.encode(), len(body)))
+        assert s.recv(1000) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            reply += s.recv(65536)
+    try:
+        assert reply.startswith(b"HTTP/1.1 201 "), reply
+    finally:
+        subprocess.run(["docker", "-H", f"unix://{DOCKER_SOCKET}", "rm", "-f", name],
+                       capture_output=True)
+
+
+@pytest.fixture
+def limited(dsfw_factory, tmp_path):
+    return dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL, "build.rego": BUILD_ALLOW}),
+                        "--max-json-body", "100000", "--max-stream-body", str(4 << 20),
+                        "--max-context-size", str(4 << 20))
+
+
+@pytest.mark.parametrize("target,option", [
+    (b"POST /v1.41/containers/create", "--max-json-body"),
+    (b"POST /v1.41/images/load", "--max-stream-body"),
+    (b"POST /v1.41/build?t=dsfw-e2e-limit", "max"),  # the context limit (--max-context-size)
+])
+def test_every_limit_answers_413_while_the_body_arrives(limited, target, option):
+    content_type = b"application/json" if b"create" in target else b"application/x-tar"
+    head = (target + b" HTTP/1.1\r\nHost: docker\r\nContent-Type: " + content_type
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    tar_head = b""
+    if b"create" not in target:  # a tar holding one 1 GB file: the reader reads on
+        info = tarfile.TarInfo("big")
+        info.size = 1 << 30
+        tar_head = info.tobuf()
+    answer, sent = upload(limited.socket, head, 1 << 30, chunked=True, first=tar_head)
+    assert _status(answer) == 413, answer[:300]
+    assert option in _message(answer) or "larger than" in _message(answer)
+    assert sent < 64 << 20, sent  # refused while arriving, not after 1 GB
+    assert limited.alive()
+
+
+def test_declared_length_over_the_stream_limit_is_refused_before_reading(limited):
+    reply = raw_request(limited.socket, b"POST /v1.41/images/load HTTP/1.1\r\nHost: docker\r\n"
+                        b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (5 << 20), timeout=5)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply
+    assert b"100 Continue" not in reply
+
+
+# --- websocket attach ------------------------------------------------------------------------
+
+def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One masked client frame (RFC 6455 section 5.2)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_payloads(buf: bytes) -> tuple[list[bytes], bytes]:
+    """Unmasked server frames parsed from ``buf``; (payloads, rest)."""
+    out = []
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        pos = 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, pos = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, pos = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < pos + n:
+            break
+        out.append(buf[pos:pos + n])
+        buf = buf[pos + n:]
+    return out, buf
+
+
+@pytest.fixture
+def cat_container():
+    name = unique_name("dsfw-e2e-ws")
+    docker = ["docker", "-H", f"unix://{DOCKER_SOCKET}"]
+    done = subprocess.run(docker + ["run", "-d", "-i", "--name", name, TEST_IMAGE, "cat"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    yield name
+    subprocess.run(docker + ["rm", "-f", name], capture_output=True, timeout=60)
+
+
+def test_websocket_attach_with_a_real_client(dsfw_factory, tmp_path, cat_container):
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL}))
+    key = base64.b64encode(os.urandom(16))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(proc.socket)
+        s.sendall(b"GET /v1.41/containers/%s/attach/ws?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+                  b"Host: docker\r\nOrigin: http://localhost\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n"
+                  % (cat_container.encode(), key))
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = s.recv(65536)
+            assert data, buf
+            buf += data
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"upgrade: websocket" in head.lower()
+        s.sendall(ws_frame(b"hello through dsfw\n"))
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"hello through dsfw" not in seen and time.monotonic() < deadline:
+            payloads, buf = ws_payloads(buf)
+            seen += b"".join(payloads)
+            if b"hello through dsfw" in seen:
+                break
+            data = s.recv(65536)
+            assert data, seen
+            buf += data
+        assert b"hello through dsfw\n" in seen
+
+
+def test_websocket_upgrade_only_where_dockerd_speaks_it(dsfw_factory, tmp_path):
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL}))
+    for request in [
+        b"POST /v1.41/exec/x/start HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        b"GET /v1.41/containers/x/attach/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+    ]:
+        reply = raw_request(proc.socket, request, responses=1, timeout=5)
+        assert reply.startswith(b"HTTP/1.1 400 "), reply
+        assert b"does not accept a connection upgrade" in reply

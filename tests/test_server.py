@@ -1,0 +1,264 @@
+"""dsfw's HTTP/1.1 server protocol: decided at the headers, bodies read only when wanted.
+
+Raw bytes go into the channel on a ``StringTransport``; dockerd is the fake of
+test_relay.  What is asserted is what a client and dockerd see: the answer,
+whether ``100 Continue`` went out, what dockerd received, whether reading from
+the client was paused, whether the connection stays open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_relay import FakeEngine, client, firewall  # noqa: E402
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
+
+
+class Case(SynchronousTestCase):
+    deny = {"/images/load", "/containers/create"}
+
+    def setUp(self):
+        self.make()
+
+    def make(self, **kwargs):
+        self.engine = FakeEngine(deny=self.deny)
+        self.resource, self.dockerd, self.clock = firewall(self.engine, **kwargs)
+        self.channel, self.client = client(self.resource, self.clock)
+
+    def head(self, method: bytes, path: bytes, extra: bytes = b"") -> bytes:
+        return method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+
+
+class DecideAtTheHeadersTests(Case):
+    def test_denied_stream_with_expect_gets_refusal_and_no_100(self):
+        self.channel.dataReceived(self.head(b"POST", b"/images/load",
+                                            b"Content-Length: 1000000000\r\nExpect: 100-continue\r\n"))
+        out = self.client.value()
+        self.assertNotIn(b"100 Continue", out)
+        self.assertEqual(status_of(out), 403)
+        self.assertIn(b"Connection: close\r\n", out)
+        self.assertEqual(self.dockerd.acquired, 0)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_allowed_stream_gets_100_after_the_decision_then_relays(self):
+        self.channel.dataReceived(self.head(b"PUT", b"/containers/x/archive?path=%2F",
+                                            b"Content-Length: 10\r\nExpect: 100-continue\r\n"))
+        self.assertEqual(self.engine.inputs[0][1]["PathPlain"], "/containers/x/archive")
+        self.assertEqual(self.client.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.channel.dataReceived(b"0123456789")
+        sent = self.dockerd.received()
+        self.assertIn(b"Content-Length: 10\r\n", sent)
+        self.assertNotIn(b"Expect", sent)
+        self.assertTrue(sent.endswith(b"\r\n\r\n0123456789"))
+
+    def test_denied_stream_body_is_not_read(self):
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 100000000\r\n")
+                                  + b"x" * 65536)
+        self.assertEqual(status_of(self.client.value()), 403)
+        self.assertTrue(self.client.disconnecting)
+        # more body: dropped, not buffered; the connection is closing
+        self.channel.dataReceived(b"x" * 1_000_000)
+        self.assertEqual(len(self.channel._buf), 0)
+
+    def test_small_denied_body_is_skipped_and_the_connection_kept(self):
+        body = b'{"Image":"x"}'
+        self.channel.dataReceived(self.head(b"POST", b"/containers/create",
+                                            b"Content-Type: application/json\r\n"
+                                            b"Content-Length: %d\r\n" % len(body)) + body
+                                  + self.head(b"GET", b"/_ping"))
+        self.dockerd.answer(OK)
+        out = self.client.value()
+        self.assertEqual(status_of(out), 403)
+        self.assertTrue(out.endswith(b"\r\n\r\nOK"), out)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_denied_stream_body_below_the_discard_bound_keeps_the_connection(self):
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 5\r\n"))
+        self.assertEqual(status_of(self.client.value()), 403)
+        self.channel.dataReceived(b"abcde" + self.head(b"GET", b"/_ping"))
+        self.dockerd.answer(OK)
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\nOK"))
+        self.assertFalse(self.client.disconnecting)
+
+
+class LimitTests(Case):
+    deny = set()
+
+    def test_chunked_json_refused_with_413_while_it_arrives(self):
+        self.make(max_json_body=100)
+        self.channel.dataReceived(self.head(b"POST", b"/containers/create",
+                                            b"Content-Type: application/json\r\n"
+                                            b"Transfer-Encoding: chunked\r\n"))
+        self.channel.dataReceived(b"40\r\n" + b" " * 64 + b"\r\n")
+        self.assertEqual(self.client.value(), b"")
+        self.channel.dataReceived(b"40\r\n" + b" " * 64 + b"\r\n")
+        out = self.client.value()
+        self.assertEqual(status_of(out), 413)
+        self.assertIn("--max-json-body", json.loads(out.partition(b"\r\n\r\n")[2])["message"])
+        self.assertEqual(self.dockerd.acquired, 0)
+        self.assertEqual(self.engine.inputs, [])
+
+    def test_declared_stream_length_over_the_limit_is_413_at_once(self):
+        self.make(max_stream_body=1000)
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 1001\r\n"
+                                            b"Expect: 100-continue\r\n"))
+        out = self.client.value()
+        self.assertNotIn(b"100 Continue", out)
+        self.assertEqual(status_of(out), 413)
+        self.assertEqual(self.dockerd.acquired, 0)
+
+    def test_chunked_stream_over_the_limit_is_413_while_relayed(self):
+        self.make(max_stream_body=1000)
+        self.channel.dataReceived(self.head(b"POST", b"/images/load",
+                                            b"Transfer-Encoding: chunked\r\n"))
+        self.channel.dataReceived(b"258\r\n" + b"a" * 600 + b"\r\n")
+        upstream = self.dockerd.connections[0].transport
+        self.assertIn(b"Transfer-Encoding: chunked\r\n", upstream.value())
+        self.assertTrue(upstream.value().endswith(b"258\r\n" + b"a" * 600 + b"\r\n"))
+        self.channel.dataReceived(b"258\r\n" + b"a" * 600 + b"\r\n")
+        self.assertEqual(status_of(self.client.value()), 413)
+        self.assertFalse(upstream.connected, "dockerd's half-sent request must be aborted")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_chunked_stream_relayed_rechunked_to_the_end(self):
+        self.channel.dataReceived(self.head(b"POST", b"/images/load",
+                                            b"Transfer-Encoding: chunked\r\n")
+                                  + b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n")
+        sent = self.dockerd.received()
+        self.assertTrue(sent.endswith(b"\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), sent)
+        self.assertNotIn(b"Trailer", sent)
+
+
+class BackpressureTests(Case):
+    deny = set()
+
+    def test_slow_dockerd_pauses_reading_the_client(self):
+        self.channel.dataReceived(self.head(b"PUT", b"/containers/x/archive?path=%2F",
+                                            b"Content-Length: 100000\r\n") + b"a" * 1000)
+        upstream = self.dockerd.connections[0].transport
+        self.assertEqual(self.client.producerState, "producing")
+        upstream.producer.pauseProducing()  # dockerd's socket buffer is full
+        self.assertEqual(self.client.producerState, "paused")
+        upstream.producer.resumeProducing()
+        self.assertEqual(self.client.producerState, "producing")
+        self.channel.dataReceived(b"b" * 99000)
+        self.assertTrue(self.dockerd.received().endswith(b"a" * 1000 + b"b" * 99000))
+
+    def test_chunked_body_paused_by_dockerd_resumes_with_a_full_buffer(self):
+        self.channel.dataReceived(self.head(b"POST", b"/images/load",
+                                            b"Transfer-Encoding: chunked\r\n"))
+        upstream = self.dockerd.connections[0].transport
+        upstream.producer.pauseProducing()
+        piece = b"a" * 50_000
+        self.channel.dataReceived((b"%x\r\n" % len(piece) + piece + b"\r\n") * 4)
+        self.assertEqual(self.client.producerState, "paused")
+        upstream.producer.resumeProducing()
+        self.assertEqual(self.client.producerState, "producing")
+        self.channel.dataReceived(b"0\r\n\r\n")
+        self.assertTrue(self.dockerd.received().endswith(b"0\r\n\r\n"))
+        self.assertEqual(self.dockerd.received().count(piece), 4)
+
+    def test_undecided_body_is_not_buffered_without_bound(self):
+        self.engine.decide = lambda package, doc: __import__(
+            "twisted.internet.defer", fromlist=["Deferred"]).Deferred()  # never decides
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 10000000\r\n"))
+        self.channel.dataReceived(b"x" * 200_000)
+        self.assertEqual(self.client.producerState, "paused")
+        self.assertEqual(self.dockerd.acquired, 0)
+
+
+    def test_body_read_ahead_while_undecided_flows_once_allowed(self):
+        from twisted.internet.defer import Deferred
+        from dsfw.policy import PolicyDecision
+        pending = Deferred()
+        self.engine.decide = lambda package, doc: pending
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 300000\r\n"))
+        self.channel.dataReceived(b"x" * 200_000)
+        self.assertEqual(self.client.producerState, "paused")
+        pending.callback(PolicyDecision(True, "docker.authz", (), "fake", "r1"))
+        self.assertEqual(self.client.producerState, "producing")
+        self.channel.dataReceived(b"y" * 100_000)
+        self.assertTrue(self.dockerd.received().endswith(b"x" * 200_000 + b"y" * 100_000))
+
+
+class KeepAliveTests(Case):
+    deny = set()
+
+    def test_http10_keep_alive_as_go_does_it(self):
+        self.channel.dataReceived(b"GET /_ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.dockerd.answer(OK)
+        out = self.client.value()
+        self.assertIn(b"Connection: keep-alive\r\n", out)
+        self.assertFalse(self.client.disconnecting)
+        self.client.clear()
+        self.channel.dataReceived(b"GET /_ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.dockerd.answer(OK)
+        self.assertTrue(self.client.value().endswith(b"OK"))
+        self.assertFalse(self.client.disconnecting)
+
+    def test_http10_without_keep_alive_closes(self):
+        self.channel.dataReceived(b"GET /_ping HTTP/1.0\r\n\r\n")
+        self.dockerd.answer(OK)
+        self.assertNotIn(b"keep-alive", self.client.value())
+        self.assertTrue(self.client.disconnecting)
+
+    def test_http10_keep_alive_without_length_closes(self):
+        self.channel.dataReceived(b"GET /containers/x/logs HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+        out = self.client.value()
+        self.assertNotIn(b"chunked", out)
+        self.assertTrue(out.endswith(b"\r\n\r\nhi"))
+        self.assertTrue(self.client.disconnecting)
+
+    def test_http11_close(self):
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+        self.dockerd.answer(OK)
+        self.assertIn(b"Connection: close\r\n", self.client.value())
+        self.assertTrue(self.client.disconnecting)
+
+
+class MalformedTests(Case):
+    def assert_malformed(self, raw: bytes):
+        self.make()
+        self.channel.dataReceived(raw)
+        out = self.client.value()
+        self.assertEqual(status_of(out), 400, raw)
+        self.assertIn(b"malformed HTTP request", out)
+        self.assertTrue(self.client.disconnecting)
+        self.assertEqual(self.dockerd.acquired, 0)
+
+    def test_refused_framings(self):
+        for raw in [
+            b"POST /images/load HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /images/load HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST /images/load HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /images/load HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"POST /images/load HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"GET /_ping HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+            b"GET /_ping HTTP/1.1\r\nX : a\r\n\r\n",
+            b"GET /_ping HTTP/1.1\r\nX: a\nY: b\r\n\r\n",
+            b"GET  /_ping HTTP/1.1\r\n\r\n",
+            b"GET /_ping HTTP/2.0\r\n\r\n",
+            b"GET /_p\x01ng HTTP/1.1\r\n\r\n",
+        ]:
+            self.assert_malformed(raw)
+
+    def test_bad_chunk_after_the_decision(self):
+        self.make()
+        self.channel.dataReceived(b"PUT /containers/x/archive?path=%2F HTTP/1.1\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n-1\r\n")
+        self.assertTrue(self.client.disconnecting)
+        self.assertFalse(self.dockerd.connections[0].transport.connected)
+
+    def test_unknown_expectation_is_417(self):
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nExpect: something\r\n\r\n")
+        self.assertEqual(status_of(self.client.value()), 417)
