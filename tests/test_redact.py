@@ -238,3 +238,19 @@ def test_volume_options_keep_types_and_devices_that_policies_quote():
                                            "secretfile": MARK}
     assert scrub_messages(doc, ['type "none" would mount "/etc"']) == (
         'type "none" would mount "/etc"',)
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("user:tok-1@registry.example/plugin", f"{MARK}@registry.example/plugin"),
+    ("registry.example/ctx.tar?token=tok-2", f"registry.example/ctx.tar?{MARK}"),
+    ("busybox:1.36@sha256:" + "a" * 64, "busybox:1.36@sha256:" + "a" * 64),
+    ("localbusybox:latest", "localbusybox:latest"),
+    ('{"label":["a=b"]}', '{"label":["a=b"]}'),
+])
+def test_addresses_without_a_scheme_in_any_query_parameter(value, shown):
+    from urllib.parse import quote
+    for name in ("remote", "fromImage"):  # listed as secret-bearing, and not
+        doc, _ = request_input("POST", f"/v1.41/images/create?{name}=" + quote(value, safe=""),
+                               b"")
+        assert redacted_input(doc)["Query"][name] == [shown]
+        assert redacted_query(doc)[name] == [shown]

@@ -54,6 +54,10 @@ _KNOWN_HARMLESS = frozenset({"detachkeys", "nodecertexpiry", "rotateworkertoken"
                              "cacert", "keepoldsnapshots"})
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 _MOUNT_SEPARATOR = re.compile(r"(?<!,),(?!,)")
+# A query value that reads as an address (no blanks or JSON), and one with user
+# info before a host -- not an image digest (name:tag@sha256:...).
+_ADDRESS = re.compile(r"^[^\s{}\[\]\"'<>]+$")
+_USER_INFO = re.compile(r"^[^/@]+@(?![A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})")
 _URL_IN_TEXT = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*@)?(?P<rest>[^?#\s]*)"
     r"(?P<query>\?[^#\s]*)?")
@@ -266,6 +270,8 @@ class _Redaction:
             return self.url(value)
         if may_name_credential(name) and value:
             return self.secret(value)
+        if _ADDRESS.match(value) and ("?" in value or _USER_INFO.match(value)):
+            return self.url(value)  # an address without a scheme: user:token@host/x, x?token=
         return self.text(value)
 
     def buildargs(self, value: str) -> str:
@@ -457,7 +463,8 @@ def redacted_query(doc: dict[str, Any]) -> Any:
     query = doc.get("Query")
     if not query or (isinstance(query, dict) and all(
             _plain_param(k) and isinstance(vs, list)
-            and all(isinstance(v, str) and "://" not in v for v in vs)
+            and all(isinstance(v, str) and "@" not in v and "?" not in v and "://" not in v
+                    for v in vs)
             for k, vs in query.items())):
         return query
     return _Redaction(doc).query(query)
