@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from dsfw.cli.eval import build_fields, request_input
-from dsfw.input.redact import (MARK, may_name_credential, redacted_input, redacted_query, scrub,
+from dsfw.input.redact import (MARK, MIN_SCRUB, may_name_credential, redacted_input, redacted_query, scrub,
                                scrub_messages, secret_values)
 from secret_requests import context_tar, secret_requests
 
@@ -254,3 +254,14 @@ def test_addresses_without_a_scheme_in_any_query_parameter(value, shown):
                                b"")
         assert redacted_input(doc)["Query"][name] == [shown]
         assert redacted_query(doc)[name] == [shown]
+
+
+def test_a_secret_cut_in_half_by_the_message_bound_is_masked_too():
+    from dsfw.policy.verdict import MAX_REASON_CHARS, bounded_reasons
+    secret = "tok-" + "0123456789abcdef" * 2
+    doc, _ = request_input("POST", "/v1.41/containers/create",
+                           json.dumps({"Image": "b", "Env": [f"T={secret}"]}).encode())
+    for offset in range(1, len(secret)):
+        reason = "x" * (MAX_REASON_CHARS - offset) + secret + " tail"
+        shown = scrub_messages(doc, bounded_reasons((reason,)))[0]
+        assert secret[:MIN_SCRUB] not in shown, offset

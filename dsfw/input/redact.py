@@ -489,10 +489,22 @@ def secret_values(doc: dict[str, Any]) -> frozenset[str]:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of a secret value replaced by the marker."""
-    for value in sorted(secrets, key=len, reverse=True):
+    """``text`` with every occurrence of a secret value replaced by the marker.
+
+    A message cut short (deny messages are bounded, ``...`` marks the cut) may
+    end a secret half-way: a prefix of one right before ``...`` goes too.
+    """
+    secrets = sorted(secrets, key=len, reverse=True)
+    for value in secrets:
         if value in text:
             text = text.replace(value, MARK)
+    if "..." in text:
+        for value in secrets:
+            for cut in range(len(value) - 1, MIN_SCRUB - 1, -1):
+                piece = value[:cut] + "..."
+                if piece in text:
+                    text = text.replace(piece, MARK + "...")
+                    break
     return text
 
 
