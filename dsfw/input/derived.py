@@ -22,6 +22,7 @@ import os
 from typing import Any, Callable
 
 from dsfw import routes
+from dsfw.errors import BadRequest
 from dsfw.input.path import go_clean_path
 from dsfw.input.values import go_clean, go_upper
 from dsfw.input.volumes import local_volume
@@ -40,6 +41,11 @@ def capability_fact(name: str) -> str:
     return "CAP_" + up
 
 
+# Distinct host paths one request may mount.  Each is resolved (several lstat
+# calls); far more than any container mounts, far less than a body can list.
+MAX_MOUNT_SOURCES = 4096
+
+
 def _host_path(path: str, resolve: Callable[[str], str]) -> str:
     # Go's Clean, not normpath: normpath keeps a leading "//".
     return resolve(go_clean(path))
@@ -55,11 +61,17 @@ class _Mounts:
         self.volumes: list[dict[str, Any]] = []
         self._seen: set[str] = set()
         self._seen_links: set[str] = set()
+        self._resolved: dict[str, str] = {}  # each source resolved once, however often listed
 
     def add(self, path: Any) -> None:
         if not (isinstance(path, str) and path.startswith("/")):
             return
-        p = _host_path(path, self.resolve)
+        p = self._resolved.get(path)
+        if p is None:
+            if len(self._resolved) >= MAX_MOUNT_SOURCES:
+                raise BadRequest(f"the request mounts more than {MAX_MOUNT_SOURCES} distinct "
+                                 "host paths; refused")
+            p = self._resolved[path] = _host_path(path, self.resolve)
         if p not in self._seen:
             self._seen.add(p)
             self.paths.append(p)
