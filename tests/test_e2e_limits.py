@@ -66,8 +66,16 @@ def revision(s: socket.socket) -> str:
 def test_at_the_connection_limit_new_clients_get_503_and_open_ones_continue(dsfw_factory,
                                                                              tmp_path):
     proxy = dsfw_factory(policy_dir(tmp_path, {"authz.rego": POLICY}), "--max-connections", "6")
-    time.sleep(0.3)  # the readiness probe's connection is closed
-    open_ones = [connect(proxy.socket) for _ in range(6)]
+    open_ones: list[socket.socket] = []
+    deadline = time.monotonic() + 20
+    while len(open_ones) < 6:  # each one served (the readiness probe's may linger a moment)
+        s = connect(proxy.socket)
+        if status(exchange(s, "GET", "/_ping")) == 200:
+            open_ones.append(s)
+            continue
+        s.close()
+        assert time.monotonic() < deadline, "the first six connections were not served"
+        time.sleep(0.1)
     try:
         before = revision(open_ones[0])
         for _ in range(3):
