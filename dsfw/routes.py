@@ -35,6 +35,7 @@ CONTAINER_FACTS = "container"
 SERVICE_FACTS = "service"
 EXEC_FACTS = "exec"
 VOLUME_FACTS = "volume"
+PLUGIN_SET_FACTS = "plugin-set"
 
 ANY_METHOD = "*"
 
@@ -340,7 +341,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("POST", "/plugins/pull", body=JSON, schema=T.PLUGIN_PRIVILEGES),
     _e("POST", "/plugins/{name:.*}/push"),
     _e("POST", "/plugins/{name:.*}/upgrade", body=JSON, schema=T.PLUGIN_PRIVILEGES),
-    _e("POST", "/plugins/{name:.*}/set", body=JSON, schema=T.STRS, secrets={"": ENV}),
+    _e("POST", "/plugins/{name:.*}/set", body=JSON, schema=T.STRS, facts=PLUGIN_SET_FACTS,
+       secrets={"": ENV}),
     _e("POST", "/plugins/create", body=STREAM),
     # distribution, grpc (BuildKit over h2c)
     _e("GET", "/distribution/{name:.*}/json"),

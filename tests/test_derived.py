@@ -167,3 +167,11 @@ def test_service_mounts_and_capabilities():
         facts = derived_facts(req, resolve=same)
         assert facts["BindMounts"] == ["/etc"]
         assert (facts["CapAdd"], facts["CapDrop"]) == (["CAP_SYS_ADMIN"], ["ALL"])
+
+
+def test_plugin_settings_naming_host_paths():
+    """A plugin's mount source or device path set to a host path is a host path it mounts."""
+    facts = facts_for("POST", "/plugins/vieux/sshfs:latest/set", "1.41",
+                      ["DEBUG=1", "mnt.source=/etc/../etc", "dev=/dev/sda", "args=-v", "x=rel/p"],
+                      resolve=same)
+    assert facts["BindMounts"] == ["/etc", "/dev/sda"]

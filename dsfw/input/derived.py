@@ -163,6 +163,8 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
     facts: dict[str, Any] = {"CapAdd": [], "CapDrop": [], "Privileged": False}
     mounts = _Mounts(resolve)
     kind = route.facts
+    if kind == routes.PLUGIN_SET_FACTS and isinstance(body, list):
+        return _plugin_set_facts(body, mounts)
     if kind is None or not isinstance(body, dict) or route.json_schema(version) is None:
         return {**mounts.facts(), **facts}
     if kind == routes.CONTAINER_FACTS:
@@ -183,3 +185,16 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
     elif kind == routes.VOLUME_FACTS:
         mounts.add_volume(body.get("Name"), body.get("Driver"), body.get("DriverOpts"))
     return {**mounts.facts(), **facts}
+
+
+def _plugin_set_facts(args: list, mounts: _Mounts) -> dict[str, Any]:
+    """``docker plugin set NAME k=v``: a mount's ``source`` or a device's ``path`` is a host path.
+
+    Which keys name mounts or devices only the plugin's config knows (a key
+    without ``.source``/``.path`` sets the only settable field), so every
+    absolute value counts as a host path the plugin would mount.
+    """
+    for arg in args:
+        if isinstance(arg, str):
+            mounts.add(arg.partition("=")[2])
+    return {**mounts.facts(), "CapAdd": [], "CapDrop": [], "Privileged": False}
