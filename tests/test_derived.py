@@ -146,7 +146,7 @@ def test_exec_privileged():
 def test_facts_are_always_present():
     assert facts_for("GET", "/containers/json", None, None) == {
         "BindMounts": [], "SymlinkMounts": [], "LocalVolumes": [], "CapAdd": [], "CapDrop": [],
-        "Privileged": False}
+        "Privileged": False, "HostNamespaces": []}
 
 
 @given(st.lists(st.text(alphabet="/ab.:", max_size=12), max_size=4))
@@ -175,3 +175,18 @@ def test_plugin_settings_naming_host_paths():
                       ["DEBUG=1", "mnt.source=/etc/../etc", "dev=/dev/sda", "args=-v", "x=rel/p"],
                       resolve=same)
     assert facts["BindMounts"] == ["/etc", "/dev/sda"]
+
+
+def test_host_namespaces_of_containers_and_services():
+    create = request("POST", b"/v1.41/containers/create", {"Image": "x", "HostConfig": {
+        "PidMode": "host", "NetworkMode": "default", "IpcMode": "HOST", "UTSMode": "host",
+        "UsernsMode": "host", "CgroupnsMode": "host"},
+        "NetworkingConfig": {"EndpointsConfig": {"host": {}}}})
+    assert derived_facts(create)["HostNamespaces"] == ["pid", "uts", "userns", "cgroupns", "network"]
+    for body in ({"TaskTemplate": {"Networks": [{"Target": "host"}]}},
+                 {"TaskTemplate": {}, "Networks": [{"Target": "backend"}, {"Target": "host"}]}):
+        service = request("POST", b"/v1.41/services/create", {"Name": "s", **body})
+        assert derived_facts(service)["HostNamespaces"] == ["network"]
+    plain = request("POST", b"/v1.41/containers/create", {"Image": "x", "HostConfig": {
+        "NetworkMode": "host"}})
+    assert derived_facts(plain)["HostNamespaces"] == ["network"]

@@ -140,7 +140,7 @@ def _caps(value: Any) -> list[str]:
 
 
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
-    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``CapAdd``, ``CapDrop`` and ``Privileged``.
+    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``CapAdd``, ``CapDrop``, ``Privileged``, ``HostNamespaces``.
 
     ``req`` is a :class:`dsfw.input.request.CanonicalRequest`; its route says
     which facts its body gives.  The facts are always present (empty or false
@@ -160,7 +160,8 @@ def facts_for(method: str, plain_path: str, version: str | None, body: Any,
 def route_facts(route: routes.Route, version: str | None, body: Any,
                 resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """The facts ``body`` gives on ``route`` at API ``version``."""
-    facts: dict[str, Any] = {"CapAdd": [], "CapDrop": [], "Privileged": False}
+    facts: dict[str, Any] = {"CapAdd": [], "CapDrop": [], "Privileged": False,
+                             "HostNamespaces": []}
     mounts = _Mounts(resolve)
     kind = route.facts
     if kind == routes.PLUGIN_SET_FACTS and isinstance(body, list):
@@ -174,17 +175,37 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
             facts["CapAdd"] = _caps(hc.get("CapAdd"))
             facts["CapDrop"] = _caps(hc.get("CapDrop"))
             facts["Privileged"] = hc.get("Privileged") is True
+            facts["HostNamespaces"] = [ns for ns, field in _NAMESPACE_MODES
+                                       if hc.get(field) == "host"]
+        endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig")
+        if isinstance(endpoints, dict) and "host" in endpoints:
+            facts["HostNamespaces"] = _with(facts["HostNamespaces"], "network")
     elif kind == routes.SERVICE_FACTS:
-        spec = (body.get("TaskTemplate") or {}).get("ContainerSpec")
+        task = body.get("TaskTemplate") or {}
+        spec = task.get("ContainerSpec")
         if isinstance(spec, dict):
             mounts.add_host_config(spec)
             facts["CapAdd"] = _caps(spec.get("CapabilityAdd"))
             facts["CapDrop"] = _caps(spec.get("CapabilityDrop"))
+        # a service on the host network (swarm also finds it by ID prefix:
+        # that a policy can only refuse, see policies/library/namespaces.rego)
+        for attachment in (task.get("Networks") or []) + (body.get("Networks") or []):
+            if isinstance(attachment, dict) and attachment.get("Target") == "host":
+                facts["HostNamespaces"] = _with(facts["HostNamespaces"], "network")
     elif kind == routes.EXEC_FACTS:
         facts["Privileged"] = body.get("Privileged") is True
     elif kind == routes.VOLUME_FACTS:
         mounts.add_volume(body.get("Name"), body.get("Driver"), body.get("DriverOpts"))
     return {**mounts.facts(), **facts}
+
+
+# (namespace, HostConfig field): dockerd's IsHost() compares the value with "host" exactly.
+_NAMESPACE_MODES = (("pid", "PidMode"), ("ipc", "IpcMode"), ("network", "NetworkMode"),
+                    ("uts", "UTSMode"), ("userns", "UsernsMode"), ("cgroupns", "CgroupnsMode"))
+
+
+def _with(names: list[str], name: str) -> list[str]:
+    return names if name in names else names + [name]
 
 
 def _plugin_set_facts(args: list, mounts: _Mounts) -> dict[str, Any]:
@@ -197,4 +218,5 @@ def _plugin_set_facts(args: list, mounts: _Mounts) -> dict[str, Any]:
     for arg in args:
         if isinstance(arg, str):
             mounts.add(arg.partition("=")[2])
-    return {**mounts.facts(), "CapAdd": [], "CapDrop": [], "Privileged": False}
+    return {**mounts.facts(), "CapAdd": [], "CapDrop": [], "Privileged": False,
+            "HostNamespaces": []}
