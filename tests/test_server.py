@@ -190,6 +190,23 @@ class BackpressureTests(Case):
         self.assertTrue(self.dockerd.received().endswith(b"x" * 200_000 + b"y" * 100_000))
 
 
+    def test_a_stalled_upload_times_out_but_a_paused_one_does_not(self):
+        from dsfw.edge.server import IDLE_TIMEOUT
+        self.channel.dataReceived(self.head(b"POST", b"/images/load", b"Content-Length: 1000\r\n")
+                                  + b"x" * 10)
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.channel.dataReceived(b"x" * 10)  # activity keeps it open
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.assertFalse(self.client.disconnecting)
+        upstream = self.dockerd.connections[0].transport
+        upstream.producer.pauseProducing()  # dockerd is slow: not the client's fault
+        self.clock.advance(IDLE_TIMEOUT * 3)
+        self.assertFalse(self.client.disconnecting)
+        upstream.producer.resumeProducing()
+        self.clock.advance(IDLE_TIMEOUT + 1)
+        self.assertTrue(self.client.disconnecting)
+
+
 class KeepAliveTests(Case):
     deny = set()
 

@@ -501,6 +501,8 @@ class HTTPServerChannel(Protocol):
         self._advancing = False
         self._again = False
         self._timeout_call = None
+        self._timing = False
+        self._last = 0.0
         self._splice: Protocol | None = None
         self._linger_call = None
         self._linger_left = 0
@@ -526,8 +528,8 @@ class HTTPServerChannel(Protocol):
             if self._linger_left < 0:
                 self._end_linger()
             return
-        if self._timeout_call is not None:
-            self._timeout_call.reset(self.site.timeOut)
+        if self._timing:
+            self._last = self.site.reactor.seconds()
         body = self._body
         if (self._state == BODY and not self._buf and body.framing == "length"
                 and body.active and not self._advancing):
@@ -565,6 +567,9 @@ class HTTPServerChannel(Protocol):
         if self.site.connections is not None:
             self.site.connections.closed(self.transport)
         self._set_timeout(False)
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
         if state == HIJACKED:
@@ -828,22 +833,32 @@ class HTTPServerChannel(Protocol):
         self._advance()
 
     def _set_timeout(self, on: bool) -> None:
-        call = self._timeout_call
-        if on:
-            if call is None and self.site.timeOut:
-                self._timeout_call = self.site.reactor.callLater(self.site.timeOut,
-                                                                 self._timed_out)
-        elif call is not None:
-            self._timeout_call = None
-            if call.active():
-                call.cancel()
+        """Idle timeout on or off; one timer per connection, re-armed when it fires.
 
-    def _timed_out(self) -> None:
+        Switched at least twice per request: a cancelled and re-created
+        ``callLater`` each time was a visible share of a small request's cost.
+        """
+        self._timing = on
+        if on:
+            clock = self.site.reactor
+            self._last = clock.seconds()
+            if self._timeout_call is None and self.site.timeOut and self._state != CLOSED:
+                self._timeout_call = clock.callLater(self.site.timeOut, self._check_timeout)
+
+    def _check_timeout(self) -> None:
         self._timeout_call = None
-        log.info("connection.idle_timeout", seconds=self.site.timeOut)
-        transport = self.transport
-        self._close()
-        self.site.reactor.callLater(ABORT_TIMEOUT, _abort_if_open, transport)
+        if self._state in (CLOSED, HIJACKED, LINGER):
+            return
+        clock, timeout = self.site.reactor, self.site.timeOut
+        idle = clock.seconds() - self._last
+        if self._timing and idle >= timeout:
+            log.info("connection.idle_timeout", seconds=timeout)
+            transport = self.transport
+            self._close()
+            clock.callLater(ABORT_TIMEOUT, _abort_if_open, transport)
+            return
+        wait = timeout - idle if self._timing else timeout
+        self._timeout_call = clock.callLater(wait, self._check_timeout)
 
     # -- hijack --------------------------------------------------------------
 
