@@ -304,3 +304,22 @@ def test_websocket_upgrade_only_where_dockerd_speaks_it(dsfw_factory, tmp_path):
         reply = raw_request(proc.socket, request, responses=1, timeout=5)
         assert reply.startswith(b"HTTP/1.1 400 "), reply
         assert b"does not accept a connection upgrade" in reply
+
+
+def test_http10_keep_alive_as_go_does_it(dsfw_factory, tmp_path):
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL}))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(proc.socket)
+        for _ in range(2):  # the same connection serves both
+            s.sendall(b"GET /_ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"OK"):
+                data = s.recv(65536)
+                assert data, reply
+                reply += data
+            assert reply.startswith(b"HTTP/1.1 200 "), reply
+            assert b"\r\nConnection: keep-alive\r\n" in reply
+    reply = raw_request(proc.socket, b"GET /_ping HTTP/1.0\r\n\r\n", timeout=5)  # until closed
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"OK")
+    assert b"keep-alive" not in reply.lower()

@@ -104,7 +104,7 @@ def firewall(engine=None, dockerd=None, **kwargs):
 
 
 def client(resource, clock):
-    """A twisted.web channel for ``resource`` on a StringTransport."""
+    """dsfw's server channel for ``resource`` on a StringTransport."""
     site = make_site(resource, clock)
     channel = site.buildProtocol(None)
     transport = StringTransport()
