@@ -26,6 +26,8 @@ from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
                                  ProtectedSocketService, fit_fd_limit)
 from dsfw.edge.tls import TcpListenerService, TlsFiles, TlsSetupError, server_options
 from dsfw.edge.peer import peer_identity
+from dsfw.policy.bundle import DEFAULT_MAX_BYTES, BundleVerifier
+from dsfw.policy.bundle_service import DEFAULT_POLL_INTERVAL, BundleService, local_path
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.ops.recorder import InputRecorder
@@ -162,6 +164,18 @@ class Options(usage.Options):
         ["tlscacert", None, TlsFiles.ca, "CA certificate(s) client certificates must chain to."],
         ["tlscert", None, TlsFiles.cert, "dsfw's TLS certificate (then any intermediates)."],
         ["tlskey", None, TlsFiles.key, "dsfw's TLS private key."],
+        ["bundle-url", None, None,
+         "Take policies from this OPA bundle (http://, https:// or file://) instead of "
+         "--policyDir; polled with ETag."],
+        ["bundle-file", None, None, "Take policies from this local OPA bundle (.tar.gz)."],
+        ["bundle-poll-interval", None, DEFAULT_POLL_INTERVAL,
+         "Seconds between bundle checks (each drawn from 0.8x-1.2x).", _positive(float)],
+        ["bundle-verification-key", None, None,
+         "PEM public key (RSA or ECDSA) every bundle must be signed with (.signatures.json)."],
+        ["bundle-verification-key-id", None, "",
+         "Key id the bundle signature must name (OPA's keyid); any if empty."],
+        ["bundle-max-size", None, DEFAULT_MAX_BYTES,
+         "Largest bundle accepted, compressed and unpacked, in bytes.", _positive(int)],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
@@ -244,6 +258,11 @@ class Options(usage.Options):
             raise usage.UsageError("--log-format must be 'auto', 'console' or 'json'")
         if not self["host"]:
             self["host"] = [DEFAULT_HOST]
+        sources = [o for o in ("bundle-url", "bundle-file", "opa-url") if self[o]]
+        if len(sources) > 1:
+            raise usage.UsageError(f"--{sources[0]} and --{sources[1]} exclude each other")
+        if self["bundle-verification-key"] and not (self["bundle-url"] or self["bundle-file"]):
+            raise usage.UsageError("--bundle-verification-key needs --bundle-url or --bundle-file")
         for address in map(parse_host, self["host"]):
             if address.kind != "tcp" or self["tlsverify"]:
                 continue
@@ -301,6 +320,23 @@ class _Lifecycle(Service):
         return ensureDeferred(self._stop())
 
 
+def _make_bundle(options: Options, reactor, engine: EmbeddedEngine) -> BundleService:
+    """The bundle poller; a local bundle file is loaded now, so a broken one stops start-up."""
+    verifier = None
+    try:
+        if options["bundle-verification-key"]:
+            with open(options["bundle-verification-key"], "rb") as f:
+                verifier = BundleVerifier(f.read(), options["bundle-verification-key-id"])
+        service = BundleService(reactor, engine, options["bundle-url"] or options["bundle-file"],
+                                interval=options["bundle-poll-interval"], verifier=verifier,
+                                max_bytes=options["bundle-max-size"])
+        if local_path(service.source) is not None:
+            service.load_now()
+    except (OSError, ValueError, PolicyLoadError) as e:
+        raise SystemExit(f"dsfw: cannot use the policy bundle: {e}")
+    return service
+
+
 def _make_engine(options: Options, reactor):
     if options["opa-url"]:
         from dsfw.policy.opa import OpaEngine
@@ -345,7 +381,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
                            log_file=options["log-file"])
     except OSError as e:
         raise SystemExit(f"dsfw: cannot open --log-file: {e}")
-    engine = _make_engine(options, reactor)
+    bundle = None
+    if options["bundle-url"] or options["bundle-file"]:
+        engine = EmbeddedEngine(None)
+        bundle = _make_bundle(options, reactor, engine)
+    else:
+        engine = _make_engine(options, reactor)
     pool = DockerPool(reactor, options["target"])
     relay = Relay(reactor, pool)
     limits = ContextLimits(max_input_bytes=options["max-context-size"])
@@ -363,7 +404,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         verbose=bool(options["verbose"]),
         recorder=InputRecorder(options["record-dir"], reactor.seconds)
         if options["record-dir"] else None,
-        admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor), scope=scope)
+        admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor,
+                                       bundle_status=bundle.status if bundle else None),
+        scope=scope)
     site = make_site(resource, reactor, fit_fd_limit(options["max-connections"]))
 
     top = MultiService()
@@ -371,11 +414,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listener.setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
     watcher.setServiceParent(top)
-    PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
+    if bundle is not None:
+        bundle.setServiceParent(top)
+    else:
+        PolicyWatcher(engine, reactor, options["policy-reload-interval"]).setServiceParent(top)
 
     def on_sighup() -> None:
         logsetup.reopen_log_file()
         engine.reload()
+        if bundle is not None:
+            bundle.poll_now()
 
     # SIGHUP reopens --log-file and reloads policies; the handler only schedules work.
     reactor.callWhenRunning(signal.signal, signal.SIGHUP,

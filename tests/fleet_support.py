@@ -7,18 +7,25 @@ CA with a client of its own, which dsfw must refuse.
 """
 from __future__ import annotations
 
+import base64
 import datetime
+import io
 import ipaddress
+import json
 import os
 import socket
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dsfw.policy.bundle import file_hash
 
 
 def free_port() -> int:
@@ -138,3 +145,116 @@ def docker_tls(client: Client, port: int, *args: str, input: bytes | str | None 
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))
+
+
+# --- OPA bundles ------------------------------------------------------------------------------
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def sign_files(files: dict[str, bytes], key, keyid: str = "dsfw-test",
+               tamper: bool = False) -> bytes:
+    """A ``.signatures.json`` for ``files`` as ``opa sign`` writes it (one RS256/ES256 JWT)."""
+    alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+
+    payload = {"files": [{"name": name, "hash": file_hash(name, raw, "SHA-256"),
+                          "algorithm": "SHA-256"} for name, raw in sorted(files.items())],
+               "keyid": keyid}
+    signing_input = (_b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." +
+                     _b64url(json.dumps(payload).encode())).encode()
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if tamper:
+        signature = bytes([signature[0] ^ 1]) + signature[1:]
+    token = signing_input.decode() + "." + _b64url(signature)
+    return json.dumps({"signatures": [token]}).encode()
+
+
+def make_bundle(files: dict[str, str | bytes], revision: str | None = None,
+                roots: list[str] | None = None, sign_with=None, tamper: bool = False,
+                extra: dict[str, bytes] | None = None) -> bytes:
+    """A bundle ``.tar.gz``; ``sign_with`` a private key adds ``.signatures.json``.
+
+    ``extra`` files are added after signing (so a signature does not cover them).
+    """
+    raw = {name: text.encode() if isinstance(text, str) else text for name, text in files.items()}
+    if revision is not None or roots is not None:
+        manifest = {"revision": revision or ""}
+        if roots is not None:
+            manifest["roots"] = roots
+        raw[".manifest"] = json.dumps(manifest, indent=1).encode()
+    if sign_with is not None:
+        raw[".signatures.json"] = sign_files(raw, sign_with, tamper=tamper)
+    raw.update(extra or {})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in raw.items():
+            info = tarfile.TarInfo("/" + name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def public_pem(key) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class BundleServer:
+    """A plain HTTP server on 127.0.0.1 serving one bundle with an ETag; counts what it answers.
+
+    ``set(data)`` replaces the bundle (new ETag); ``counts`` has ``200``, ``304`` and ``requests``.
+    """
+
+    def __init__(self) -> None:
+        import hashlib
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+        self._lock = threading.Lock()
+        self._data = b""
+        self._etag = '""'
+        self.counts = {"requests": 0, 200: 0, 304: 0}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                with server._lock:
+                    data, etag = server._data, server._etag
+                    server.counts["requests"] += 1
+                    not_modified = self.headers.get("If-None-Match") == etag
+                    server.counts[304 if not_modified else 200] += 1
+                if not_modified:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self._hash = hashlib.sha256
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/bundles/dsfw.tar.gz"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def set(self, data: bytes) -> None:
+        with self._lock:
+            self._data = data
+            self._etag = '"%s"' % self._hash(data).hexdigest()[:16]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+

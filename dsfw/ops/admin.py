@@ -7,6 +7,7 @@ revision is in force, so a supervisor can tell "dsfw up but blind" from "ok".
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from dsfw.errors import NotFound
 from dsfw.routes import Route
@@ -26,7 +27,9 @@ async def ping_dockerd(pool: DockerPool, clock, timeout: float = HEALTH_TIMEOUT)
 class AdminEndpoints:
     """Answers ``/_dsfw/...`` requests with ``(status, content type, body)``."""
 
-    def __init__(self, pool: DockerPool, engine, metrics: Metrics, clock):
+    def __init__(self, pool: DockerPool, engine, metrics: Metrics, clock,
+                 bundle_status: Callable[[], dict] | None = None):
+        self._bundle_status = bundle_status
         self._pool = pool
         self._engine = engine
         self._metrics = metrics
@@ -46,7 +49,11 @@ class AdminEndpoints:
         cache_stats = self._engine.cache_stats()
         if cache_stats:
             policy["decision_cache"] = cache_stats
-        body = {"status": "ok" if dockerd["reachable"] else "degraded",
+        if self._bundle_status is not None:
+            policy["bundle"] = self._bundle_status()
+        # Before a first bundle is active every request is denied: not healthy either.
+        healthy = dockerd["reachable"] and bool(policy["revision"] or self._bundle_status is None)
+        body = {"status": "ok" if healthy else "degraded",
                 "dockerd": dockerd, "target": self._pool.socket_path, "policy": policy}
-        code = 200 if dockerd["reachable"] else 503
+        code = 200 if healthy else 503
         return code, b"application/json", json.dumps(body).encode("utf-8") + b"\n"

@@ -102,9 +102,14 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, policy_dir: str, cache_size: int = DEFAULT_SIZE):
+    def __init__(self, policy_dir: str | None, cache_size: int = DEFAULT_SIZE):
         self._policy_dir = policy_dir
         self._cache_size = cache_size
+        self._policy: LoadedPolicy | None = None
+        self._cache = DecisionCache(0)
+        self._visible_cache = VisibilityCache(0)
+        if policy_dir is None:
+            return  # policies come as bundles (install); until then every request is denied
         self._fingerprint = fingerprint(policy_dir)
         self._policy = load_policy_dir(policy_dir)
         _find_scope_rules(self._policy)
@@ -113,6 +118,17 @@ class EmbeddedEngine:
         log.info("policy.loaded", policy_dir=policy_dir, revision=self._policy.revision,
                  files=len(self._policy.modules) + len(self._policy.data_files))
         _warn_if_no_authz(self._policy, policy_dir)
+
+    def install(self, policy: LoadedPolicy, origin: str) -> None:
+        """Put a compiled policy set in force, as a whole (bundles use this)."""
+        _find_scope_rules(policy)
+        previous, self._policy = self._policy, policy
+        self._cache = self._new_cache(policy)
+        self._visible_cache = _new_visible_cache(policy)
+        log.info("policy.activated", origin=origin, revision=policy.revision,
+                 previous_revision=previous.revision if previous is not None else None,
+                 files=len(policy.modules) + len(policy.data_files))
+        _warn_if_no_authz(policy, origin)
 
     def _new_cache(self, policy: LoadedPolicy) -> DecisionCache:
         """A fresh cache for a policy set; none if the policy may answer differently twice."""
@@ -134,9 +150,14 @@ class EmbeddedEngine:
     def policy_dir(self) -> str:
         return self._policy_dir
 
+    def _active(self) -> LoadedPolicy:
+        if self._policy is None:
+            raise PolicyEngineError("no policy bundle has been activated yet")
+        return self._policy
+
     def revision(self) -> str:
-        """A short hash of the loaded files' names and contents."""
-        return self._policy.revision
+        """A short hash of the loaded files' names and contents, or the bundle's revision."""
+        return self._policy.revision if self._policy is not None else ""
 
     def reload(self) -> bool:
         """Load the directory again; keep the policy in force if that fails.
@@ -144,6 +165,8 @@ class EmbeddedEngine:
         Returns True when a new policy set was installed. Never raises: it is
         called from a signal handler and a timer, where nobody could catch it.
         """
+        if self._policy_dir is None:
+            return False
         self._fingerprint = fingerprint(self._policy_dir)
         try:
             policy = load_policy_dir(self._policy_dir)
@@ -171,6 +194,8 @@ class EmbeddedEngine:
         A failed attempt is remembered too, so a broken file is reported once,
         not on every poll, and the next edit is tried again.
         """
+        if self._policy_dir is None:
+            return False
         if fingerprint(self._policy_dir) == self._fingerprint:
             return False
         return self.reload()
@@ -178,7 +203,7 @@ class EmbeddedEngine:
     def evaluate(self, package: str, input_doc: dict[str, Any]) -> PolicyDecision:
         """Decide synchronously; raises PolicyEngineError on evaluation errors."""
         check_package(package)
-        policy, cache = self._policy, self._cache
+        policy, cache = self._active(), self._cache
         try:
             input_json = json.dumps(input_doc, sort_keys=True)
         except (TypeError, ValueError) as e:
@@ -219,7 +244,7 @@ class EmbeddedEngine:
         Items decided before for the same request input are answered from the
         visibility cache; the others in one evaluation.
         """
-        policy, cache = self._policy, self._visible_cache
+        policy, cache = self._active(), self._visible_cache
         if package != AUTHZ or "visible" not in policy.scope_rules:
             return [True] * len(items)
         if not items:
@@ -267,7 +292,7 @@ class EmbeddedEngine:
             input_json = json.dumps(input_doc, sort_keys=True)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
-        return self._policy.explainer.explain(package, rule, input_json)
+        return self._active().explainer.explain(package, rule, input_json)
 
     def rule_value(self, rule: str, input_doc: dict[str, Any]) -> Any:
         """The value of any rule (``data.pkg.name``) for ``input_doc``; None when undefined.
@@ -275,11 +300,11 @@ class EmbeddedEngine:
         For tools (``dsfw learn`` asks the library which image references it checks).
         """
         try:
-            self._policy.engine.set_input_json(json.dumps(input_doc, sort_keys=True))
+            self._active().engine.set_input_json(json.dumps(input_doc, sort_keys=True))
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         try:  # as JSON: a set of arrays has no Python equivalent
-            text = self._policy.engine.eval_rule_as_json(rule)
+            text = self._active().engine.eval_rule_as_json(rule)
         except Exception as e:
             if _NO_RULE in str(e).split("\n", 1)[0]:
                 return None
@@ -293,7 +318,7 @@ class EmbeddedEngine:
             input_json = json.dumps(input_doc, sort_keys=True)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
-        return self._policy.explainer.deny_origins(input_json)
+        return self._active().explainer.deny_origins(input_json)
 
     def explain(self, package: str, input_doc: dict[str, Any]) -> "Deferred[Explanation]":
         """:meth:`explanation` as a Deferred."""

@@ -198,7 +198,17 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
     digest = hashlib.sha256()
     for path in files:
         digest.update(os.path.relpath(path, policy_dir).encode() + b"\0" + contents[path] + b"\0")
+    return compile_policy(policy_dir, contents, digest.hexdigest()[:12])
 
+
+def compile_policy(root: str, contents: dict[str, bytes], revision: str,
+                   roots: tuple[str, ...] | None = None) -> LoadedPolicy:
+    """Compile policy and data files (paths under ``root``, in order) into one engine.
+
+    ``roots`` (a bundle manifest's, ``a/b`` style) confines every package and
+    data path; None leaves them unconfined, as a policy directory is.
+    """
+    files = list(contents)
     rego_paths = [p for p in files if p.endswith(POLICY_SUFFIXES)]
     sources = {p: _decode(p, contents[p]) for p in rego_paths}
     own_functions: set[str] = set()
@@ -217,9 +227,12 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
     for module in modules:
         engine.set_rego_v0(module.version == 0)
         try:
-            engine.add_policy(module.path, module.source)
+            package = engine.add_policy(module.path, module.source)
         except Exception as e:  # regorus: RuntimeError with a rendered report
             raise PolicyLoadError(describe_regorus_error(e), module.path) from e
+        if roots is not None and not _under_roots(package.split(".")[1:], roots):
+            raise PolicyLoadError(f"{module.path}: package {package} is outside the bundle's "
+                                  f"roots {list(roots)}", module.path)
 
     data_files = [p for p in files if p.endswith(DATA_SUFFIXES)]
     tree: dict = {}
@@ -228,12 +241,30 @@ def load_policy_dir(policy_dir: str) -> LoadedPolicy:
         value = _parse_data(path, contents[path])
         if value is None:  # an empty YAML file
             continue
-        merge_data(tree, data_path(policy_dir, path), value, path, owners)
+        merge_data(tree, data_path(root, path), value, path, owners)
+    if roots is not None:
+        _check_data_roots(tree, [], roots)
     if tree:
         try:
             engine.add_data_json(json.dumps(tree))
         except Exception as e:
             raise PolicyLoadError(
-                f"data files under {policy_dir}: {describe_regorus_error(e)}", policy_dir
+                f"data files under {root}: {describe_regorus_error(e)}", root
             ) from e
-    return LoadedPolicy(engine, digest.hexdigest()[:12], tuple(modules), tuple(data_files))
+    return LoadedPolicy(engine, revision, tuple(modules), tuple(data_files))
+
+
+def _under_roots(path: list[str], roots: tuple[str, ...]) -> bool:
+    return any(root == "" or path[:len(root.split("/"))] == root.split("/") for root in roots)
+
+
+def _check_data_roots(tree: Any, path: list[str], roots: tuple[str, ...]) -> None:
+    """Every data value must sit under a root (containers leading to a root are fine)."""
+    if _under_roots(path, roots):
+        return
+    leads_to_root = any(root.split("/")[:len(path)] == path for root in roots)
+    if not (leads_to_root and isinstance(tree, dict)):
+        raise PolicyLoadError(f"data at {'/'.join(path) or '/'} is outside the bundle's roots "
+                              f"{list(roots)}")
+    for key, value in tree.items():
+        _check_data_roots(value, path + [str(key)], roots)
