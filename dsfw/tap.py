@@ -18,6 +18,7 @@ from twisted.internet.defer import ensureDeferred
 
 from dsfw.ops import logsetup
 from dsfw.ops.admin import AdminEndpoints
+from dsfw.ops.decisionlog import DEFAULT_BUFFER_BYTES, DecisionLog
 from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
 from dsfw.build.gate import BuildGate, BuildOptions
@@ -176,6 +177,11 @@ class Options(usage.Options):
          "Key id the bundle signature must name (OPA's keyid); any if empty."],
         ["bundle-max-size", None, DEFAULT_MAX_BYTES,
          "Largest bundle accepted, compressed and unpacked, in bytes.", _positive(int)],
+        ["decision-log-url", None, None,
+         "POST every decision, in OPA's decision-log format (gzip JSON batches), to this URL."],
+        ["decision-log-buffer-size", None, DEFAULT_BUFFER_BYTES,
+         "Bytes of decision events kept while the collector is slow or down (oldest dropped).",
+         _positive(int)],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
          _positive(float)],
@@ -397,13 +403,20 @@ def makeService(options: Options, reactor=None) -> MultiService:
     cache = TargetCache(options["target-cache-size"])
     watcher = EventWatcher(pool, reactor, cache)
     scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted), engine)
+    decision_log = None
+    if options["decision-log-url"]:
+        decision_log = DecisionLog(reactor, options["decision-log-url"],
+                                   bundle_name=bundle.name if bundle else None,
+                                   dry_run=bool(options["dry-run"]),
+                                   max_buffer_bytes=options["decision-log-buffer-size"])
+        metrics.add_source(decision_log.metrics_lines)
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"],
         max_stream_body=options["max-stream-body"], peer_identity=peer_identity,
         dry_run=bool(options["dry-run"]), clock=reactor, metrics=metrics,
         verbose=bool(options["verbose"]),
         recorder=InputRecorder(options["record-dir"], reactor.seconds)
-        if options["record-dir"] else None,
+        if options["record-dir"] else None, decision_log=decision_log,
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor,
                                        bundle_status=bundle.status if bundle else None),
         scope=scope)
@@ -412,6 +425,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = MultiService()
     for listener in _listeners(options, reactor, site):
         listener.setServiceParent(top)
+    if decision_log is not None:  # before _Lifecycle: it stops after requests drained
+        decision_log.setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
     watcher.setServiceParent(top)
     if bundle is not None:

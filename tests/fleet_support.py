@@ -258,3 +258,49 @@ class BundleServer:
         self._server.shutdown()
         self._server.server_close()
 
+
+class Collector:
+    """A decision-log collector on 127.0.0.1: gunzips each POSTed JSON array, keeps the events.
+
+    ``hang=True`` accepts uploads and never answers (a stuck collector).
+    """
+
+    def __init__(self, hang: bool = False) -> None:
+        import gzip
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        collector = self
+        self.events: list[dict] = []
+        self.uploads: list[dict] = []  # the headers of each upload
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hang:
+                    collector._stop.wait(60)
+                    return
+                events = json.loads(gzip.decompress(body))
+                with collector._lock:
+                    collector.uploads.append(dict(self.headers))
+                    collector.events.extend(events)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/logs"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()

@@ -99,7 +99,7 @@ class FirewallResource(Resource):
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
                  metrics: Metrics | None = None, verbose: bool = True, recorder=None,
-                 scope=None):
+                 scope=None, decision_log=None):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -111,6 +111,7 @@ class FirewallResource(Resource):
         self._verbose = verbose  # skip building debug-only log fields when they are dropped
         self._recorder = recorder
         self._scope = scope  # dsfw.scope.Scope: input.Target and filtered answers
+        self._decision_log = decision_log  # dsfw.ops.decisionlog.DecisionLog: ships decisions
         self._ids = itertools.count(1)
         self._admin = admin_endpoints
         self.metrics = metrics if metrics is not None else Metrics()
@@ -277,6 +278,10 @@ class FirewallResource(Resource):
         try:
             decision = await self._engine.decide(package, doc)
         except Exception as e:
+            if self._decision_log is not None:
+                self._decision_log.record_failure(
+                    package, doc, scrub(error_response(e)[1], secret_values(doc)),
+                    self._engine.revision())
             if not self._dry_run:
                 raise
             bound.warning("policy.dry_run_would_deny", query=query,
@@ -289,6 +294,8 @@ class FirewallResource(Resource):
                 decision, reasons=tuple(scrub(r, secrets) for r in decision.reasons))
         if self._recorder is not None:
             self._recorder.record(doc, decision)
+        if self._decision_log is not None:
+            self._decision_log.record(doc, decision)
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
                    revision=decision.revision,

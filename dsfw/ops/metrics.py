@@ -7,6 +7,7 @@ are one label: whatever clients send, the number of series stays bounded.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Callable
 
 from dsfw.routes import Route
 
@@ -25,6 +26,11 @@ class Metrics:
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()
         self.by_endpoint: Counter[tuple[str, str, str]] = Counter()
+        self._sources: list[Callable[[], list[str]]] = []
+
+    def add_source(self, lines: Callable[[], list[str]]) -> None:
+        """More metrics, rendered by their owner (the decision log's counters)."""
+        self._sources.append(lines)
 
     def count(self, outcome: str, method: str = "", route: Route | None = None) -> None:
         self.outcomes[outcome] += 1
@@ -41,4 +47,6 @@ class Metrics:
         for (method, endpoint, outcome), n in sorted(self.by_endpoint.items()):
             lines.append(f'dsfw_endpoint_requests_total{{method="{method}",endpoint="{endpoint}",'
                          f'outcome="{outcome}"}} {n}')
+        for source in self._sources:
+            lines += source()
         return ("\n".join(lines) + "\n").encode("utf-8")
