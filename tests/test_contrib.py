@@ -37,3 +37,7 @@ def test_example_config_carries_only_known_options(tmp_path):
     assert options["socket-group"] == "docker-fw"
     assert options["log-format"] == "json"
     assert not options["allow-buildkit"]
+    assert options["host"] == ["/var/run/protected-docker.sock"]
+    assert options["tlscacert"] == "/etc/dsfw/tls/ca.pem" and not options["tlsverify"]
+    assert options["bundle-poll-interval"] == 60 and options["bundle-url"] is None
+    assert options["decision-log-buffer-size"] == 8 << 20
