@@ -11,10 +11,10 @@ makes OpenSSL demand and verify a client certificate during the handshake,
 over ``TLSMemoryBIOFactory``).  The one addition is half-close: Docker
 clients end stdin of ``docker exec -i`` with a TLS ``close_notify`` (or a TCP
 FIN) and keep reading the output; Twisted answers a ``close_notify`` by
-closing the whole connection.  :class:`HalfCloseTLSProtocol` holds that answer
-back while the protocol on top (a hijacked session) is half-closeable, the
-same contract Go's ``tls.Conn`` gives dockerd.  It uses three private methods
-of ``TLSMemoryBIOProtocol``; ``tests/test_tls.py`` pins them.
+closing the whole connection.  ``HalfCloseTLSProtocol`` (in
+:mod:`dsfw.edge._twisted`, with dsfw's other reliance on Twisted internals)
+holds that answer back while the protocol on top (a hijacked session) is
+half-closeable, the same contract Go's ``tls.Conn`` gives dockerd.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
 from twisted.internet import interfaces, ssl
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
+from dsfw.edge._twisted import HalfCloseTLSFactory
 from dsfw.edge.hosts import ListenAddress
 from dsfw.edge.listening import ListeningService, listen_now
 
@@ -91,71 +91,6 @@ def server_options(files: TlsFiles, verify_clients: bool) -> ssl.CertificateOpti
     return options
 
 
-class HalfCloseTLSProtocol(TLSMemoryBIOProtocol):
-    """``TLSMemoryBIOProtocol`` that carries a client's half-close to a half-closeable protocol.
-
-    A ``close_notify`` (or a bare TCP FIN) from the client becomes
-    ``readConnectionLost`` on the protocol above while it provides
-    ``IHalfCloseableProtocol``; our own ``close_notify`` is sent when that
-    protocol closes the connection.  HTTP (twisted.web) is not half-closeable
-    and keeps Twisted's behaviour.
-    """
-
-    _read_closed = False
-
-    def __conform__(self, interface):
-        # The TCP transport asks "are you half-closeable?" on a FIN; we are while the
-        # protocol on top is (a spliced attach/exec), not while twisted.web serves HTTP.
-        if (interface is interfaces.IHalfCloseableProtocol and self.wrappedProtocol is not None
-                and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)):
-            return self
-        return None
-
-    def _half_closing(self) -> bool:
-        return (not self.disconnecting and not self._read_closed
-                and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
-                and bool(self._tlsConnection.get_shutdown() & SSL.RECEIVED_SHUTDOWN))
-
-    def _flushReceiveBIO(self) -> None:
-        if self._read_closed:
-            self._flushSendBIO()
-            return
-        try:
-            super()._flushReceiveBIO()
-        except _PeerClosedWrite:
-            self.readConnectionLost()
-
-    def _shutdownTLS(self) -> None:
-        if self._half_closing():
-            return  # the client closed its side; ours closes when the session ends
-        super()._shutdownTLS()
-
-    def _tlsShutdownFinished(self, reason) -> None:
-        if reason is None and self._half_closing():
-            raise _PeerClosedWrite()  # leaves the receive loop without tearing down
-        super()._tlsShutdownFinished(reason)
-
-    # IHalfCloseableProtocol, on behalf of the protocol on top
-    def readConnectionLost(self) -> None:
-        if self._read_closed:
-            return
-        self._read_closed = True
-        self._flushSendBIO()
-        self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
-
-
-class _PeerClosedWrite(Exception):
-    """Internal: the client sent ``close_notify`` while a half-closeable protocol is on top."""
-
-
-class HalfCloseTLSFactory(TLSMemoryBIOFactory):
-    protocol = HalfCloseTLSProtocol
-    noisy = False
-
-
 class TcpListenerService(ListeningService):
     """Listens on one TCP address while running: TLS with ``options``, or plain if None."""
 
@@ -207,7 +142,7 @@ def certificate_identity(cert: x509.Certificate) -> dict:
 
 def tls_peer(transport) -> dict | None:
     """``{"Tls": {...}}`` for a TLS transport whose client presented a certificate, else None."""
-    if not isinstance(transport, TLSMemoryBIOProtocol):
+    if not interfaces.ISSLTransport.providedBy(transport):
         return None
     try:
         peer = transport.getPeerCertificate()
