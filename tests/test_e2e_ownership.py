@@ -156,6 +156,27 @@ def test_owner_isolation_through_the_cli(owners):
     assert pruned.returncode != 0 and "pruning containers acts on objects of other callers" in pruned.stderr
 
 
+def test_volumes_are_owned_too(owners):
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    volume, nowhere = unique_name("dsfw-vol"), unique_name("dsfw-nowhere")
+    try:
+        _ok(alice.docker("volume", "create", volume))
+        labels = json.loads(docker_cli(DOCKER_SOCKET, "volume", "inspect", "--format",
+                                       "{{json .Labels}}", volume).stdout)
+        assert labels["dsfw.owner.uid"] == str(uids["alice"])
+        assert volume in _ok(alice.docker("volume", "ls", "--format", "{{.Name}}"))
+        assert volume not in _ok(bob.docker("volume", "ls", "--format", "{{.Name}}"))
+        hidden, missing = bob.docker("volume", "inspect", volume), bob.docker("volume", "inspect", nowhere)
+        assert hidden.returncode == missing.returncode != 0
+        assert hidden.stderr.replace(volume, "X") == missing.stderr.replace(nowhere, "X")
+        mounted = bob.docker("run", "--rm", "-v", f"{volume}:/data", TEST_IMAGE, "true")
+        assert mounted.returncode != 0 and f"volume {volume} cannot be mounted" in mounted.stderr
+        _ok(alice.docker("run", "--rm", "-v", f"{volume}:/data", TEST_IMAGE, "true"))
+    finally:
+        docker_cli(DOCKER_SOCKET, "volume", "rm", "-f", volume)
+
+
 def test_the_sdk_follows_events_without_others_objects(owners):
     docker = pytest.importorskip("docker")
     proxy, callers, uids, names = owners

@@ -229,3 +229,16 @@ class StampTests(SynchronousTestCase):
     def test_other_routes_unchanged(self):
         req = request("POST", b"/containers/web/start")
         self.assertIs(stamp(req, self.OWNER), req)
+
+
+class NamedVolumeTests(SynchronousTestCase):
+    def test_named_volumes_of_a_create(self):
+        from dsfw.scope.scoping import named_volumes
+        req = request("POST", b"/containers/create", {"Image": "b", "HostConfig": {
+            "Binds": ["data:/d", "/srv:/s:ro", "data:/again", "logs:/l:rw"],
+            "Mounts": [{"Type": "volume", "Source": "cache", "Target": "/c"},
+                       {"Type": "bind", "Source": "/x", "Target": "/x"},
+                       {"Type": "volume", "Source": "", "Target": "/anon"}]}})
+        self.assertEqual(named_volumes(req), ["data", "logs", "cache"])
+        self.assertEqual(named_volumes(request("POST", b"/containers/create", {"Image": "b"})), [])
+        self.assertEqual(named_volumes(request("POST", b"/volumes/create", {"Name": "x"})), [])

@@ -70,6 +70,30 @@ def missing_message(named: NamedObject) -> str:
     return f"{kind} {ref} not found"  # network, service, task, node, secret, config
 
 
+_CREATES_MOUNTS = frozenset({("POST", "/containers/create")})
+
+
+def named_volumes(req) -> list[str]:
+    """The named volumes a container create mounts (``-v name:/dst``, ``--mount source=name``)."""
+    if (req.method, req.route.template) not in _CREATES_MOUNTS or not isinstance(req.body, dict):
+        return []
+    host_config = req.body.get("HostConfig")
+    if not isinstance(host_config, dict):
+        return []
+    names: list[str] = []
+    for spec in host_config.get("Binds") or ():
+        # volume/mounts/linux_parser.go: a source that is not an absolute path is a volume name
+        source = spec.split(":", 1)[0] if isinstance(spec, str) and ":" in spec else ""
+        if source and not source.startswith("/") and source not in names:
+            names.append(source)
+    for mount in host_config.get("Mounts") or ():
+        if isinstance(mount, dict) and str(mount.get("Type", "")).lower() == "volume":
+            source = mount.get("Source")
+            if isinstance(source, str) and source and source not in names:
+                names.append(source)
+    return names
+
+
 @dataclass(frozen=True)
 class ScopedRequest:
     """A request with the object it names: ``forward`` names it by ID for dockerd."""
@@ -81,8 +105,10 @@ class ScopedRequest:
 
     @property
     def fields(self) -> dict[str, Any] | None:
-        """The input fields scoping adds (``Target``, mount facts), or None."""
-        return None if self.named is None else {"Target": self.target, **self.facts}
+        """The input fields scoping adds (``Target``, mount facts, ``Volumes``), or None."""
+        if self.named is None:
+            return self.facts or None
+        return {"Target": self.target, **self.facts}
 
 
 class Scope:
@@ -96,7 +122,12 @@ class Scope:
         """The request with its named object resolved; raises when the lookup fails."""
         named = named_object(req.method, req.route)
         if named is None:
-            return ScopedRequest(req)
+            volumes = named_volumes(req)
+            if not volumes:
+                return ScopedRequest(req)
+            # a create mounting named volumes: whose they are (input.Volumes)
+            found = {name: await self.resolver.resolve("volume", name) for name in volumes}
+            return ScopedRequest(req, facts={"Volumes": found})
         target = await self.resolver.resolve(named.kind, named.ref)
         forward = req
         if target is not None and named.rewrite and target.get("ID"):

@@ -20,8 +20,10 @@
 # request does not name in its path (so dsfw cannot tell whose they are):
 # prunes, `docker system df`, `docker commit`, `docker save` of several
 # images (GET /images/get), and `docker network connect/disconnect`.
-# Joining another container's namespaces or volumes (`--volumes-from`,
-# `--network container:x`) is refused by namespaces.rego and mounts.rego.
+# Mounting another caller's named volume (`-v name:/path`, `--mount
+# source=name`; dsfw resolves them as input.Volumes) is refused. Joining
+# another container's namespaces or volumes (`--volumes-from`, `--network
+# container:x`) is refused by namespaces.rego and mounts.rego.
 #
 # Use it with a base (allow_all.rego). It defines data.docker.authz.labels
 # and .visible, so do not combine it with labelscope.rego.
@@ -127,4 +129,22 @@ deny contains msg if {
 	not _ownership_exempt
 	what := _ownership_unscoped[input.Route]
 	msg := sprintf("%s acts on objects of other callers: only exempt callers may; you are %s (data.library.ownership.exempt)", [what, common.caller])
+}
+
+# Named volumes of a create (input.Volumes: name -> identity, or null when it
+# does not exist yet and dockerd will create it for this caller).
+deny contains msg if {
+	common.enabled
+	not _ownership_exempt
+	some name, volume in input.Volumes
+	is_object(volume)
+	not _ownership_usable(volume)
+	msg := sprintf("volume %s cannot be mounted: it is another caller's; you are %s (data.library.ownership.exempt)", [name, common.caller])
+}
+
+_ownership_usable(item) if _ownership_owner(item) == _ownership_uid
+
+_ownership_usable(item) if {
+	_ownership_owner(item) == null
+	item.Kind in _ownership_shared
 }

@@ -82,3 +82,15 @@ test_config_problems if {
 	some msg in d
 	startswith(msg, "dsfw library: unknown kind imagez in data.library.ownership.shared")
 }
+
+_vol(uid) := {"Kind": "volume", "ID": "v", "Name": "v", "Labels": {}, "Owner": {"Uid": uid, "User": "x"}}
+
+_create(vols) := _req(_bob, "POST", "/containers/create", {"Volumes": vols})
+
+test_other_callers_volumes_cannot_be_mounted if {
+	some msg in _deny(_create({"data": _vol(1000)}))
+	startswith(msg, "volume data cannot be mounted: it is another caller's; you are user bob")
+	count(_deny(_create({"data": _vol(1001), "new": null}))) == 0
+	count(_deny(_create({"data": {"Kind": "volume", "ID": "v", "Owner": null}}))) == 1
+	count(_deny(object.union(_create({"data": _vol(1000)}), {"Peer": _admin}))) == 0
+}
