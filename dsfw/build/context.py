@@ -120,6 +120,9 @@ class BuildContext:
     content_bytes: int
     compression: str
     output_bytes: int
+    # Where the Dockerfile's member (header to padded end) lies in the canonical
+    # tar, so :mod:`dsfw.build.splice` can forward another rendering of it.
+    dockerfile_member: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class _Entry:
     linkname: str = ""
     data_offset: int = 0
     size: int = 0
+    header_offset: int = 0  # of the member holding the data (a hard link's target)
 
 
 _MAGIC = (
@@ -348,10 +352,12 @@ class _Rewriter:
         info.type, info.linkname = tarfile.LNKTYPE, cleaned
         self.out.addfile(info)
         self.entries[name] = _Entry("hardlink", linkname=cleaned,
-                                    data_offset=entry.data_offset, size=entry.size)
+                                    data_offset=entry.data_offset, size=entry.size,
+                                    header_offset=entry.header_offset)
 
     def _add_file(self, tar, member, info, name) -> None:
         info.type, info.size = tarfile.REGTYPE, member.size
+        header_offset = self.out.offset
         data = tar.extractfile(member)
         try:
             self.out.addfile(info, data)
@@ -359,7 +365,7 @@ class _Rewriter:
             raise CorruptContext(f"the build context is truncated or corrupt ({exc})") from None
         padded = -(-member.size // _BLOCK) * _BLOCK
         self.entries[name] = _Entry("file", data_offset=self.out.offset - padded,
-                                    size=member.size)
+                                    size=member.size, header_offset=header_offset)
         self.content_bytes += member.size
 
 
@@ -490,4 +496,6 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
     dst.seek(output_bytes)
     return BuildContext(dockerfile_path=path, dockerfile=content, members=len(rw.entries),
                         content_bytes=rw.content_bytes, compression=compression,
-                        output_bytes=output_bytes)
+                        output_bytes=output_bytes,
+                        dockerfile_member=(entry.header_offset,
+                                           entry.data_offset + -(-entry.size // _BLOCK) * _BLOCK))

@@ -5,7 +5,10 @@ request (query included: ``networkmode``, ``buildargs``...), and
 ``data.docker.build.allow`` sees the Dockerfile dockerd will use.  The
 Dockerfile comes from dsfw's own canonical re-serialization of the context
 (:func:`dsfw.build.context.rewrite_context`), which is also what is forwarded,
-with the ``dockerfile`` parameter pointing at the exact file the policy saw.
+with the ``dockerfile`` parameter pointing at the exact file the policy saw;
+and that file is replaced by the rendering of the canonical steps the policy
+judged (:func:`dsfw.build.steps.canonical_dockerfile`), so dockerd parses
+what the policy saw, not the client's spelling of it.
 
 What dsfw cannot see, it refuses by default: ``remote=`` contexts (dockerd
 fetches them itself) and BuildKit builds (the Dockerfile travels over the
@@ -24,8 +27,9 @@ from typing import Any, Awaitable, BinaryIO, Callable
 import structlog
 from twisted.internet.threads import deferToThreadPool
 
-from dsfw.build.context import ContextLimits, rewrite_context
-from dsfw.build.dockerfile import dockerfile_input
+from dsfw.build.context import BuildContext, ContextLimits, rewrite_context
+from dsfw.build.splice import replace_member
+from dsfw.build.steps import CanonicalDockerfile, canonical_dockerfile
 from dsfw.errors import BadRequest, Forbidden
 from dsfw.input.request import CanonicalRequest
 
@@ -82,9 +86,19 @@ def _with_dockerfile(req: CanonicalRequest, path: str) -> CanonicalRequest:
 
 def _read_context(content: BinaryIO, out: BinaryIO, dockerfile: str, limits: ContextLimits,
                   buildargs: dict[str, str | None]):
-    """Worker-thread part: rewrite the context as it arrives, parse its Dockerfile."""
+    """Worker-thread part: rewrite the context as it arrives, read its Dockerfile as canonical
+    steps."""
     ctx = rewrite_context(content, out, dockerfile, limits)
-    return ctx, dockerfile_input(ctx.dockerfile, buildargs)
+    return ctx, canonical_dockerfile(ctx.dockerfile, buildargs)
+
+
+def _forwarded(out: BinaryIO, ctx: BuildContext,
+               canonical: CanonicalDockerfile) -> tuple[BinaryIO, int]:
+    """The canonical tar with the Dockerfile rendered from the steps the policy saw."""
+    if canonical.rendered == ctx.dockerfile:
+        return out, ctx.output_bytes
+    spliced = replace_member(out, ctx.dockerfile_member, ctx.output_bytes, canonical.rendered)
+    return spliced, spliced.seek(0, 2)
 
 
 _BUILDKIT_REFUSED = ("BuildKit builds and sessions cannot be inspected by the firewall and are "
@@ -140,13 +154,15 @@ class BuildGate:
         dockerfile = req.target.param("dockerfile") or "Dockerfile"
         out = tempfile.TemporaryFile(prefix="dsfw-context-")
         try:
-            ctx, fields = await deferToThreadPool(self._reactor, self._threadpool, _read_context,
-                                                  content, out, dockerfile, self._options.limits,
-                                                  buildargs)
+            ctx, canonical = await deferToThreadPool(self._reactor, self._threadpool,
+                                                     _read_context, content, out, dockerfile,
+                                                     self._options.limits, buildargs)
+            forwarded, length = _forwarded(out, ctx, canonical)
         except BaseException:
             out.close()
             raise
         bound.debug("build.context", dockerfile=ctx.dockerfile_path, members=ctx.members,
-                    bytes=ctx.content_bytes, compression=ctx.compression)
-        return PreparedBuild(_with_dockerfile(req, ctx.dockerfile_path), fields, out,
-                             ctx.output_bytes)
+                    bytes=ctx.content_bytes, compression=ctx.compression,
+                    dockerfile_rewritten=forwarded is not out)
+        return PreparedBuild(_with_dockerfile(req, ctx.dockerfile_path), canonical.fields,
+                             forwarded, length)

@@ -2,7 +2,7 @@
 
 The input document is built by the same functions the daemon uses
 (:func:`dsfw.input.request.canonical_request`, :func:`dsfw.input.request.input_document`,
-:func:`dsfw.build.dockerfile.dockerfile_input`), so what ``dsfw eval`` prints is what
+:func:`dsfw.build.steps.dockerfile_input`), so what ``dsfw eval`` prints is what
 the policy would see for that request -- host paths in ``BindMounts`` are
 resolved on *this* machine, as the daemon resolves them on its own.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from dsfw.build.gate import buildargs_of
-from dsfw.build.dockerfile import dockerfile_input
+from dsfw.build.steps import dockerfile_input
 from dsfw.input.request import CanonicalRequest, canonical_request, input_document
 from dsfw.policy import AUTHZ, BUILD, PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine

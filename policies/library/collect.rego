@@ -63,3 +63,8 @@ deny contains msg if {
 	common.enabled
 	some msg in data.dsfw.library.stored.deny
 }
+
+deny contains msg if {
+	common.enabled
+	some msg in data.dsfw.library.builds.deny
+}
