@@ -93,7 +93,11 @@ def test_build_args_masked_wherever_the_dockerfile_substitutes_them():
     assert args["ENV"] == [f"X={MARK}", f"Y=a{MARK}b"]
     assert args["LABEL"] == [f"l={MARK}"]
     assert shown["ExternalImages"] == [f"127.0.0.1:1/{MARK}"]
-    assert shown["Dockerfile"] == doc["Dockerfile"]  # the text names variables, not values
+    assert shown["DockerfileRaw"] == doc["DockerfileRaw"]  # the text names variables, not values
+    # The canonical steps have the FROM image expanded, and RUN commands their values: masked.
+    assert f"FROM 127.0.0.1:1/{MARK}" in shown["Dockerfile"]
+    assert case.marker in json.dumps(doc["RunCommands"] + doc["Dockerfile"])
+    assert case.marker not in json.dumps(shown)
 
 
 def test_build_arg_values_are_cut_out_even_when_the_dockerfile_no_longer_parses():
@@ -192,7 +196,8 @@ def test_short_build_args_do_not_mangle_the_dockerfile():
     doc, req = request_input("POST", "/build?buildargs=" + '{"DEBUG":"1","V":"3.18"}', b"")
     doc = {**doc, **build_fields(req, b"ARG V\nFROM alpine:3.18\nARG DEBUG\nENV D=$DEBUG\n")}
     shown = redacted_input(doc)
-    assert shown["Dockerfile"] == ["ARG V", "FROM alpine:3.18", "ARG DEBUG", "ENV D=$DEBUG", ""]
+    assert shown["DockerfileRaw"] == ["ARG V", "FROM alpine:3.18", "ARG DEBUG", "ENV D=$DEBUG", ""]
+    assert shown["Dockerfile"] == ["ARG V", "FROM alpine:3.18", "ARG DEBUG", "ENV D=$DEBUG"]
     args = {i["Cmd"]: i["Args"] for i in shown["DockerfileParsed"]["Instructions"]}
     assert args["ENV"] == [f"D={MARK}"] and args["FROM"] == ["alpine:3.18"]
 

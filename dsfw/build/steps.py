@@ -75,17 +75,17 @@ def _flag(word: str, escape: str, line: int) -> str:
     return f'--{name}="{quoted}"'
 
 
-def _arguments(node: dict[str, Any], image: str | None, escape: str) -> str:
+def _arguments(node: dict[str, Any], image: str | None, escape: str, strict: bool) -> str:
     cmd, line = node["cmd"], node["Line"]
     if cmd == "from":
-        if not _IMAGE.match(image or ""):
+        if strict and not _IMAGE.match(image or ""):
             raise UnrenderableDockerfile(
                 f"Dockerfile line {line}: the FROM image {image!r} (after ARG substitution) is "
                 "not a plain image reference; dsfw forwards FROM lines with the image written out")
         words = [w for w in WHITESPACE.split(node["Rest"]) if w]
         return image + (f" AS {words[2].lower()}" if len(words) == 3 else "")
     if cmd == "onbuild" and node["Sub"] is not None:
-        return _line(node["Sub"], None, escape)
+        return _line(node["Sub"], None, escape, strict)
     if cmd == "healthcheck" and "HealthType" in node:
         kind = node["HealthType"]
         kind = kind.upper() if kind.isascii() else kind
@@ -96,14 +96,14 @@ def _arguments(node: dict[str, Any], image: str | None, escape: str) -> str:
     return node["Rest"]
 
 
-def _line(node: dict[str, Any], image: str | None, escape: str) -> str:
+def _line(node: dict[str, Any], image: str | None, escape: str, strict: bool = True) -> str:
     """One canonical step."""
     if node["Heredocs"]:
         raise UnrenderableDockerfile(
             f"Dockerfile line {node['Line']}: heredocs (<<) cannot be forwarded: dockerd 20.10's "
             "classic builder reads a heredoc's body as instructions")
     parts = [node["Cmd"]] + [_flag(f, escape, node["Line"]) for f in node["RawFlags"]]
-    rest = _arguments(node, image, escape)
+    rest = _arguments(node, image, escape, strict)
     if rest.startswith("--"):
         parts.append("--")  # the flag terminator the client wrote, or the rest becomes flags
     if rest:
@@ -111,7 +111,8 @@ def _line(node: dict[str, Any], image: str | None, escape: str) -> str:
     return " ".join(parts)
 
 
-def _read(text: str, buildargs: Mapping[str, str | None]) -> tuple[dict[str, Any], Any]:
+def _read(text: str, buildargs: Mapping[str, str | None],
+          strict: bool = True) -> tuple[dict[str, Any], Any]:
     """(policy fields, the spelling-independent facts to compare after rendering)."""
     escape, directives, nodes = logical_lines(text)
     if len(nodes) > MAX_INSTRUCTIONS:
@@ -123,7 +124,7 @@ def _read(text: str, buildargs: Mapping[str, str | None]) -> tuple[dict[str, Any
     if not builder.stages:
         raise InvalidDockerfile("the Dockerfile has no FROM instruction")
     builder.check_forward_references()
-    lines = [_line(node, image, escape) for node, image in zip(nodes, builder.images)]
+    lines = [_line(node, image, escape, strict) for node, image in zip(nodes, builder.images)]
     for instruction, line in zip(builder.instructions, lines):
         if instruction["Cmd"] == "ONBUILD":  # the trigger as dockerd stores it: canonical too
             instruction["Args"] = [line.partition(" ")[2]] if " " in line else []
@@ -156,16 +157,20 @@ def _first_difference(facts: dict[str, Any], again: dict[str, Any],
     return "what it derives (stages, ARGs, RUN commands)"
 
 
-def canonical_dockerfile(content: bytes,
-                         buildargs: Mapping[str, str | None] | None = None) -> CanonicalDockerfile:
+def canonical_dockerfile(content: bytes, buildargs: Mapping[str, str | None] | None = None,
+                         strict: bool = True) -> CanonicalDockerfile:
     """The build policy's Dockerfile fields and the Dockerfile dsfw forwards.
 
     Raises a :class:`~dsfw.build.dockerfile.DockerfileError` for a Dockerfile
-    dsfw will not forward.
+    dsfw will not forward.  ``strict=False`` is for reading a Dockerfile again
+    with masked values (redaction): the steps are not checked for forwarding.
     """
     buildargs = buildargs or {}
     text = _decode(content)
-    fields, facts = _read(text, buildargs)
+    fields, facts = _read(text, buildargs, strict)
+    if not strict:
+        fields["DockerfileRaw"] = text.split("\n")
+        return CanonicalDockerfile(b"", fields)
     escape = fields["DockerfileParsed"]["EscapeChar"]
     rendered = ("# escape=`\n" if escape == "`" else "") + "".join(
         f"{line}\n" for line in fields["Dockerfile"])
@@ -182,7 +187,7 @@ def canonical_dockerfile(content: bytes,
     return CanonicalDockerfile(rendered.encode("utf-8"), fields)
 
 
-def dockerfile_input(content: bytes,
-                     buildargs: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+def dockerfile_input(content: bytes, buildargs: Mapping[str, str | None] | None = None,
+                     strict: bool = True) -> dict[str, Any]:
     """Policy input fields for a build (see docs/builds.md)."""
-    return canonical_dockerfile(content, buildargs).fields
+    return canonical_dockerfile(content, buildargs, strict).fields

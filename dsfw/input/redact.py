@@ -365,16 +365,18 @@ class _Redaction:
     def build_fields(self, out: dict[str, Any], others: list[str]) -> None:
         """The build fields (``others``: keys of the document that are not the request's)
         as the Dockerfile gives them with every build arg value masked."""
-        from dsfw.build.dockerfile import DockerfileError, dockerfile_input
+        from dsfw.build.dockerfile import DockerfileError
+        from dsfw.build.steps import dockerfile_input
 
         buildargs = self.buildarg_values()
         if not buildargs:
             return
-        lines, raw = self.doc.get("Dockerfile"), None
+        # The client's text: the canonical steps have FROM images expanded already.
+        lines, raw = self.doc.get("DockerfileRaw", self.doc.get("Dockerfile")), None
         if isinstance(lines, list) and all(isinstance(x, str) for x in lines):
             masked = {k: None if v is None else MARK for k, v in buildargs.items()}
             try:
-                raw = dockerfile_input("\n".join(lines).encode("utf-8"), masked)
+                raw = dockerfile_input("\n".join(lines).encode("utf-8"), masked, strict=False)
             except (DockerfileError, ValueError, TypeError):
                 raw = None
         # What the parse cannot reach (a Dockerfile that no longer parses, a field it
