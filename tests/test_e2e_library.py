@@ -375,6 +375,43 @@ def test_containers_made_beside_dsfw_are_judged_when_used(fw, cleanup):
     assert ok(docker_cli(fw.socket, "start", "-a", plain)) == "plain\n"
 
 
+def _api(sock: str, method: str, path: str, body: dict) -> tuple[int, bytes]:
+    data = json.dumps(body).encode()
+    reply = raw_request(sock, f"{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                        .encode() + data, responses=1)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), rest
+
+
+def test_exec_instances_made_beside_dsfw_are_judged_when_started(defaults, cleanup):
+    """An exec instance is created by one request and started by another, by anyone knowing
+    its ID (the container's ExecIDs): starting one made elsewhere (privileged, as root, or in a
+    container with privileges) is judged like creating it."""
+    plain = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", plain, "-u", "1000", TEST_IMAGE, "sleep", "60"))
+    admin = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", admin, "--cap-add", "SYS_ADMIN", TEST_IMAGE, "sleep", "60"))
+    cases = [(plain, {"Privileged": True}, "privileged exec is not allowed"),
+             (plain, {"User": "00"}, "running a exec as root is not allowed"),
+             (admin, {"User": "1000"}, "capability CAP_SYS_ADMIN is not allowed")]
+    for container, extra, message in cases:
+        status, answer = _api(DOCKER_SOCKET, "POST", f"/v1.41/containers/{container}/exec",
+                              {"Cmd": ["id", "-u"], "AttachStdout": True, **extra})
+        assert status == 201, answer
+        exec_id = json.loads(answer)["Id"]
+        status, answer = _api(defaults.socket, "POST", f"/v1.41/exec/{exec_id}/start",
+                              {"Detach": False, "Tty": True})
+        assert status == 403 and message.encode() in answer, (extra, status, answer)
+        status, answer = _api(DOCKER_SOCKET, "GET", f"/v1.41/exec/{exec_id}/json", {})
+        assert json.loads(answer)["Running"] is False and json.loads(answer)["Pid"] == 0
+    status, answer = _api(DOCKER_SOCKET, "POST", f"/v1.41/containers/{plain}/exec",
+                          {"Cmd": ["id", "-u"], "AttachStdout": True})
+    status, answer = _api(defaults.socket, "POST", f"/v1.41/exec/{json.loads(answer)['Id']}/start",
+                          {"Detach": False, "Tty": True})
+    assert status == 200 and answer.strip().endswith(b"1000"), (status, answer)
+
+
 def test_restart_policy_with_host_paths_is_refused(fw, cleanup, allowed_dir):
     """dockerd would restart the container, and mount its binds again, without dsfw."""
     name = cleanup("container", unique_name())

@@ -6,10 +6,14 @@
 # on dockerd's socket, by a caller exempt from a policy, or before a rule was
 # added. Starting it, or `docker exec`/`attach` into it, gives the caller
 # those privileges -- a privileged container's shell is the host's root.
-# So for POST /containers/{id}/start, /restart, /exec, /attach and
-# GET /containers/{id}/attach/ws, the privileged and namespaces policies
-# decide the stored HostConfig as if it were a create by this caller (their
-# exempt settings apply). Host paths are judged again by mounts.rego through
+# So for POST /containers/{id}/start, /restart, /exec, /attach,
+# GET /containers/{id}/attach/ws and POST /exec/{id}/start, the privileged
+# and namespaces policies decide the stored HostConfig as if it were a create
+# by this caller (their exempt settings apply). An exec instance is made by
+# one request and started by another, by anyone who knows its ID (listed in
+# the container's ExecIDs): at POST /exec/{id}/start its stored process
+# (privileged, user) is judged by the privileged and users policies as if this
+# caller created it, and its container as above. Host paths are judged again by mounts.rego through
 # the mount facts dsfw looks up for start and restart.
 #
 # No settings of its own.
@@ -24,10 +28,20 @@ _acts := {
 	"/containers/{id}/exec": "run processes in it",
 	"/containers/{id}/attach": "attach to it",
 	"/containers/{id}/attach/ws": "attach to it",
+	"/exec/{id}/start": "start a process in it",
 }
 
 _container := t if {
 	t := input.Target
+	is_object(t)
+	t.Kind == "container"
+	is_object(t.HostConfig)
+}
+
+# POST /exec/{id}/start: input.Target is the exec instance, with its container.
+_container := t if {
+	input.Target.Kind == "exec"
+	t := input.Target.Container
 	is_object(t)
 	t.Kind == "container"
 	is_object(t.HostConfig)
@@ -87,4 +101,52 @@ deny contains msg if {
 	some reason in _stored_denials
 	not startswith(reason, "dsfw library:") # settings problems are reported once, by their policy
 	msg := sprintf("container %s was created with settings you may not use, so you may not %s: %s", [_container.Name, _act, reason])
+}
+
+# The exec instance's own process, as dockerd stored it at its create.
+_exec_process := p if {
+	input.Route == "/exec/{id}/start"
+	input.Target.Kind == "exec"
+	p := object.get(input.Target, "ProcessConfig", {})
+	is_object(p)
+}
+
+_exec_privileged := object.get(_exec_process, "privileged", false) == true
+
+_exec_user := u if {
+	u := object.get(_exec_process, "user", "")
+	is_string(u)
+} else := ""
+
+_exec_name := n if {
+	n := _container.Name
+	is_string(n)
+} else := "?"
+
+_as_exec_create := object.union(_peer, {
+	"Method": "POST",
+	"PathPlain": concat("", ["/containers/", _exec_name, "/exec"]),
+	"Route": "/containers/{id}/exec",
+	"Query": {},
+	"Body": {"User": _exec_user, "Privileged": _exec_privileged},
+	"BindMounts": [],
+	"CapAdd": [],
+	"CapDrop": [],
+	"Privileged": _exec_privileged,
+})
+
+_exec_denials contains msg if {
+	_exec_process
+	some msg in data.dsfw.library.privileged.deny with input as _as_exec_create
+}
+
+_exec_denials contains msg if {
+	_exec_process
+	some msg in data.dsfw.library.users.deny with input as _as_exec_create
+}
+
+deny contains msg if {
+	some reason in _exec_denials
+	not startswith(reason, "dsfw library:")
+	msg := sprintf("exec instance %s was created with settings you may not use, so you may not start it: %s", [input.Target.ID, reason])
 }

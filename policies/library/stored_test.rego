@@ -179,3 +179,17 @@ test_real_stored_host_configs if {
 	some msg in _deny(_on("/containers/{id}/start", "/containers/web/start", _stored_privileged), {})
 	contains(msg, "privileged containers are not allowed")
 }
+
+# POST /exec/{id}/start of an exec instance made elsewhere (dockerd's socket, an exempt caller).
+_exec_start(hc, process) := {"Method": "POST", "PathPlain": "/exec/e1/start", "Route": "/exec/{id}/start", "Query": {}, "Body": {"Detach": false, "Tty": false}, "Target": {"Kind": "exec", "ID": "e1", "Name": "", "Names": [], "Labels": {}, "Owner": null, "Container": _target(hc), "ProcessConfig": process}, "BindMounts": [], "CapAdd": [], "Privileged": false}
+
+test_exec_start_judges_the_container_and_the_process if {
+	some m1 in _deny(_exec_start({"CapAdd": ["SYS_ADMIN"]}, {"privileged": false, "user": "1000"}), {})
+	contains(m1, "container web was created with settings you may not use, so you may not start a process in it: capability CAP_SYS_ADMIN is not allowed")
+	some m2 in _deny(_exec_start(_stored_plain, {"privileged": true, "user": "1000"}), {})
+	startswith(m2, "exec instance e1 was created with settings you may not use, so you may not start it: privileged exec is not allowed")
+	some m3 in _deny(_exec_start(_stored_plain, {"privileged": false, "user": "00:0"}), {})
+	contains(m3, "as root is not allowed")
+	count(_deny(_exec_start(_stored_plain, {"privileged": false, "user": "1000"}), {})) == 0
+	count(_deny(_exec_start(_stored_plain, {"privileged": false, "user": "0"}), {"users": {"allow_root": true}})) == 0
+}
