@@ -412,6 +412,29 @@ def test_exec_instances_made_beside_dsfw_are_judged_when_started(defaults, clean
     assert status == 200 and answer.strip().endswith(b"1000"), (status, answer)
 
 
+def test_host_paths_of_a_running_container_made_beside_dsfw_are_judged_when_entered(defaults,
+                                                                                    cleanup):
+    """A running container made on dockerd's socket with a host path mounted: exec and attach
+    reach that path (a shell beside the host's /etc is the host's root), so they are judged
+    like a start."""
+    name = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", name, "-u", "1000", "-v", "/etc:/hostetc:ro", TEST_IMAGE,
+              "sleep", "60"))
+    refused(docker_cli(defaults.socket, "exec", name, "cat", "/hostetc/hostname"),
+            "host path /etc cannot be mounted")
+    status, answer = _api(DOCKER_SOCKET, "POST", f"/v1.41/containers/{name}/exec",
+                          {"Cmd": ["cat", "/hostetc/hostname"], "AttachStdout": True})
+    exec_id = json.loads(answer)["Id"]
+    status, answer = _api(defaults.socket, "POST", f"/v1.41/exec/{exec_id}/start", {"Tty": True})
+    assert status == 403 and b"host path /etc cannot be mounted" in answer, (status, answer)
+    status, answer = _api(defaults.socket, "POST",
+                          f"/v1.41/containers/{name}/attach?stream=0&stdout=1", {})
+    assert status == 403 and b"host path /etc cannot be mounted" in answer, (status, answer)
+    plain = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", plain, "-u", "1000", TEST_IMAGE, "sleep", "60"))
+    assert ok(docker_cli(defaults.socket, "exec", plain, "id", "-u")).strip() == "1000"
+
+
 def test_restart_policy_with_host_paths_is_refused(fw, cleanup, allowed_dir):
     """dockerd would restart the container, and mount its binds again, without dsfw."""
     name = cleanup("container", unique_name())

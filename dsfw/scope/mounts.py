@@ -8,6 +8,9 @@ those requests the policy sees, in ``BindMounts``, ``SymlinkMounts`` and
 ``LocalVolumes``, what the stored container mounts (its ``Mounts`` as dockerd
 reports them, including what ``--volumes-from`` copied, and the options of
 each named local volume), resolved on this host at the moment of the request.
+``docker exec`` (create and ``/exec/{id}/start``) and ``attach`` reach what a
+running container already mounts -- made on dockerd's socket, say, with the
+host's ``/`` -- so they are judged the same way.
 """
 from __future__ import annotations
 
@@ -16,17 +19,23 @@ from typing import Any
 from dsfw.input.derived import derived_facts, stored_mount_facts
 from dsfw.input.volumes import LOCAL_DRIVERS
 
-# (method, route template) of the requests that make dockerd mount a container's volumes.
+# (method, route template) of the requests that make dockerd mount a container's volumes,
+# or that reach into what a running container mounts.
 MOUNTING = frozenset({
     ("POST", "/containers/{id}/start"), ("POST", "/containers/{id}/restart"),
     ("GET", "/containers/{id}/archive"), ("HEAD", "/containers/{id}/archive"),
     ("PUT", "/containers/{id}/archive"),
+    ("POST", "/containers/{id}/exec"), ("POST", "/exec/{id}/start"),
+    ("POST", "/containers/{id}/attach"), ("GET", "/containers/{id}/attach/ws"),
 })
 _MOUNT_FACTS = ("BindMounts", "SymlinkMounts", "LocalVolumes")
 
 
 async def mount_facts(resolver, target: dict[str, Any]) -> dict[str, Any]:
-    """The mount facts of the container ``target`` (an ``input.Target``), looked up now."""
+    """The mount facts of the container ``target`` (an ``input.Target``; an exec's container),
+    looked up now."""
+    if target.get("Kind") == "exec":
+        target = target.get("Container") if isinstance(target.get("Container"), dict) else {}
     mounts = target.get("Mounts") if isinstance(target.get("Mounts"), list) else []
     volumes: dict[str, Any] = {}
     for mount in mounts:
