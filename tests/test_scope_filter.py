@@ -30,10 +30,13 @@ class ScopedEngine(FakeEngine):
         self.waiting: list[tuple[Deferred, list]] = []
         self.asked: list[list] = []
 
+    deterministic = False
+
     def decide(self, package, doc):
         self.inputs.append((package, doc))
         return succeed(PolicyDecision(True, package, (), "fake", "r1", labels=self.labels,
-                                      remove=self.remove, filters=self.filters))
+                                      remove=self.remove, filters=self.filters,
+                                      deterministic=self.deterministic))
 
     def visible(self, package, doc, items):
         self.asked.append(items)
@@ -96,6 +99,26 @@ class FilteredAnswerTests(SynchronousTestCase):
         self.assertIn(b"Transfer-Encoding: chunked", head)
         decoded = out.split(b"\r\n")[1]
         self.assertEqual([v["Name"] for v in json.loads(decoded)["Volumes"]], ["v1"])
+
+    def list_once(self, items) -> list:
+        body = json.dumps(items).encode() + b"\n"
+        self.client.clear()
+        self.get(b"/containers/json")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return [i["Id"] for i in json.loads(self.response()[1])]
+
+    def test_unchanged_answers_are_remembered_for_deterministic_policies(self):
+        items = [{"Id": "a", "Labels": {"owner": "me"}}, {"Id": "b", "Labels": {}}]
+        for deterministic, evaluations in ((True, 2), (False, 3)):
+            engine = ScopedEngine()
+            engine.deterministic = deterministic
+            self.make(engine)
+            self.assertEqual(self.list_once(items), ["a"])
+            self.assertEqual(self.list_once(items), ["a"])
+            self.assertEqual(self.list_once(items + [{"Id": "c", "Labels": {"owner": "me"}}]),
+                             ["a", "c"])
+            self.assertEqual(len(engine.asked), evaluations, deterministic)
 
     def test_errors_pass_unchanged(self):
         self.make(ScopedEngine())

@@ -38,6 +38,9 @@ class PolicyDecision:
     labels: Mapping[str, str] | None = None
     remove: tuple[str, ...] = ()
     filters: bool = False
+    # True when the policy set answers the same input the same way every time
+    # (no clock, network or randomness), so a filtered answer may be remembered.
+    deterministic: bool = False
 
     def message(self) -> str:
         if self.reasons:

@@ -67,12 +67,12 @@ def _find_scope_rules(policy: LoadedPolicy) -> None:
         if f"data.{AUTHZ}.{name}" not in policy.missing_rules:
             found.add(name)
     policy.scope_rules = frozenset(found)
+    policy.deterministic = is_deterministic(m.source for m in policy.modules)
 
 
 def _new_visible_cache(policy: LoadedPolicy) -> VisibilityCache:
     """Per policy set; none when the policy may answer differently twice."""
-    return VisibilityCache(VISIBLE_CACHE_BYTES if is_deterministic(
-        m.source for m in policy.modules) else 0)
+    return VisibilityCache(VISIBLE_CACHE_BYTES if policy.deterministic else 0)
 
 
 def _warn_if_no_authz(policy: LoadedPolicy, policy_dir: str) -> None:
@@ -234,7 +234,7 @@ class EmbeddedEngine:
             labels = _rule_value(policy, f"data.{AUTHZ}.labels")
         if decision.allowed and "remove" in rules:
             remove = _rule_value(policy, f"data.{AUTHZ}.remove")
-        return replace(decision, filters="visible" in rules,
+        return replace(decision, filters="visible" in rules, deterministic=policy.deterministic,
                        **scope_fields(AUTHZ, labels, remove))
 
     def visible_items(self, package: str, input_doc: dict[str, Any],

@@ -65,6 +65,7 @@ class LoadedPolicy:
     # Which scoping rules (labels, remove, visible) data.docker.authz defines;
     # found once per load by the engine, so a policy without them costs nothing.
     scope_rules: frozenset[str] = frozenset()
+    deterministic: bool = False  # no built-in that looks beyond input and data
     _explainer: Any = None
 
     @property

@@ -16,6 +16,8 @@ started (events), the client's connection is cut: never an unfiltered item.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -139,13 +141,47 @@ class _Passthrough:
         self._inner.failed(reason)
 
 
+class AnswerMemo:
+    """Filtered answers remembered by ``(request key, SHA-256 of dockerd's answer)``, LRU.
+
+    A dashboard polling an unchanged list gets dockerd's same bytes again;
+    only a deterministic policy (PolicyDecision.deterministic) may have its
+    filtered answer reused, and the request key covers the policy revision
+    and the whole input (caller included).  Bounded by bytes; answers above
+    ``max_entry`` bytes are not kept.
+    """
+
+    def __init__(self, max_bytes: int = 8 << 20, max_entry: int = 1 << 20):
+        self._max = max_bytes
+        self._max_entry = max_entry
+        self._entries: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple[bytes, bytes]) -> bytes | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[bytes, bytes], answer: bytes) -> None:
+        if len(answer) > self._max_entry or key in self._entries:
+            return
+        self._entries[key] = answer
+        self.bytes += len(answer) + 128
+        while self.bytes > self._max:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= len(old) + 128
+
+
 class JsonAnswerFilter(_Passthrough):
     """Collects one JSON answer, transforms it (asynchronously), then sends it whole."""
 
     def __init__(self, inner, transform: Callable[[Any], Awaitable[Any]],
-                 max_bytes: int = DEFAULT_MAX_ANSWER):
+                 max_bytes: int = DEFAULT_MAX_ANSWER,
+                 memo: tuple[AnswerMemo, bytes] | None = None):
         super().__init__(inner)
         self._transform = transform
+        self._memo = memo
         self._max = max_bytes
         self._head: ResponseHead | None = None
         self._parts: list[bytes] = []
@@ -181,8 +217,22 @@ class JsonAnswerFilter(_Passthrough):
         if self._failed:
             return
         body, self._parts = b"".join(self._parts), []
+        key = None
+        if self._memo is not None:
+            memo, request_key = self._memo
+            key = (request_key, hashlib.sha256(body).digest())
+            remembered = memo.get(key)
+            if remembered is not None:
+                self._send(remembered)
+                return
         d = ensureDeferred(self._filtered(body))
+        if key is not None:
+            d.addCallback(self._remember, key)
         d.addCallbacks(self._send, self._inner.failed)
+
+    def _remember(self, answer: bytes, key: tuple[bytes, bytes]) -> bytes:
+        self._memo[0].put(key, answer)
+        return answer
 
     async def _filtered(self, body: bytes) -> bytes:
         try:

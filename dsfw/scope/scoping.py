@@ -11,11 +11,13 @@ answers).  A policy without the scoping rules costs a dictionary lookup here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
+from dsfw import jsoncodec
 from dsfw.errors import DsfwError, UpstreamUnavailable
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
@@ -117,6 +119,7 @@ class Scope:
     def __init__(self, resolver: TargetResolver, engine: PolicyEngine):
         self.resolver = resolver
         self._engine = engine
+        self._memo = answers.AnswerMemo()
 
     async def target_of(self, req) -> ScopedRequest:
         """The request with its named object resolved; raises when the lookup fails."""
@@ -162,8 +165,13 @@ class Scope:
         remove = decision.remove
         kind = answers.LIST_KINDS.get(template)
         if kind is not None:
+            memo = None
+            if decision.deterministic:
+                request_key = hashlib.sha256(decision.revision.encode() + b"\0" + template.encode()
+                                             + b"\0" + jsoncodec.dumps_sorted(doc)).digest()
+                memo = (self._memo, request_key)
             return lambda sink, conn: answers.JsonAnswerFilter(
-                sink, lambda value: self._filter_list(kind, value, doc, decision))
+                sink, lambda value: self._filter_list(kind, value, doc, decision), memo=memo)
         if template in answers.INSPECT_TEMPLATES and remove:
             return lambda sink, conn: answers.JsonAnswerFilter(
                 sink, lambda value: _done(answers.remove_fields(value, remove)))
