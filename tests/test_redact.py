@@ -270,3 +270,13 @@ def test_a_secret_cut_in_half_by_the_message_bound_is_masked_too():
         reason = "x" * (MAX_REASON_CHARS - offset) + secret + " tail"
         shown = scrub_messages(doc, bounded_reasons((reason,)))[0]
         assert secret[:MIN_SCRUB] not in shown, offset
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1.41/auth", "shape-secret-1"), ("/v1.41/auth", ["shape-secret-1"]),
+    ("/v1.41/swarm/init", {"Spec": "shape-secret-1"}),
+    ("/v1.41/swarm/init", {"Spec": {"CAConfig": {"ExternalCAs": {"URL": "shape-secret-1"}}}}),
+])
+def test_a_body_not_shaped_as_dockerd_reads_it_is_masked_where_secrets_go(path, body):
+    doc, _ = request_input("POST", path, json.dumps(body).encode())
+    assert "shape-secret-1" not in text_of(redacted_input(doc))

@@ -202,6 +202,10 @@ class _Redaction:
     def walk(self, value: Any, node: _Node | None = None) -> Any:
         if node is not None and node.kind is not None:
             return self.apply(node.kind, value)
+        if node is not None and value is not None and (
+                (node.children and not isinstance(value, dict))
+                or (node.each is not None and not isinstance(value, list))):
+            return self.mask_all(value)  # not the shape whose secrets dsfw knows: all of it
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
