@@ -3,7 +3,8 @@
 Two daemons take the whole corpus of :mod:`secret_requests`: one allows it
 (so requests reach dockerd, which refuses them harmlessly) and one denies
 everything with messages that quote the input and decoded credentials.
-Both run with ``--verbose``, ``--record-dir`` and ``--log-file``; afterwards
+Both run with ``--verbose``, ``--record-dir``, ``--log-file`` and
+``--decision-log-url`` (a collector on loopback keeps what is shipped); afterwards
 ``dsfw eval`` replays every recording and decides every request again, and
 ``dsfw record`` re-decides the directories.  No marker may appear in any file
 under the test's directories, in any process output or in a denial a client
@@ -13,6 +14,7 @@ policy's denials carry ``saw-secret``), so the test cannot pass by accident.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 
 from dsfw.cli.app import main as dsfw_main
 from e2e_support import policy_dir, raw_request, subprocess_env
+from fleet_support import Collector
 from secret_requests import (ALLOW_BUILDS, ALLOW_BUT_SWARM, ECHO_DENY, ECHO_DENY_BUILD,
                              secret_requests)
 
@@ -60,11 +63,21 @@ def test_no_secret_reaches_a_log_a_record_or_eval_output(dsfw_factory, tmp_path)
     echo = policy_dir(tmp_path, {"authz.rego": ECHO_DENY + SAW.format(prefix=prefix),
                                  "build.rego": ECHO_DENY_BUILD}, "echo")
     records = {"allow": tmp_path / "rec-allow", "echo": tmp_path / "rec-echo"}
-    daemons = {
-        name: dsfw_factory(policies, "--verbose", "--record-dir", str(records[name]),
-                           "--log-file", str(tmp_path / f"{name}.jsonl"), "--allow-remote-context")
-        for name, policies in (("allow", allow), ("echo", echo))}
-    outputs = {name: _send_all(proc.socket, cases) for name, proc in daemons.items()}
+    collector = Collector()
+    try:
+        daemons = {
+            name: dsfw_factory(policies, "--verbose", "--record-dir", str(records[name]),
+                               "--log-file", str(tmp_path / f"{name}.jsonl"),
+                               "--allow-remote-context", "--decision-log-url", collector.url)
+            for name, policies in (("allow", allow), ("echo", echo))}
+        outputs = {name: _send_all(proc.socket, cases) for name, proc in daemons.items()}
+        for proc in daemons.values():
+            proc.stop()  # a stop ships what is buffered
+        shipped = json.dumps(collector.events, ensure_ascii=False)
+    finally:
+        collector.close()
+    assert sum(1 for e in collector.events if e["input"]["PathPlain"] != "/_ping") >= len(cases)
+    assert shipped.count("<redacted>") >= len(cases)  # the shipped inputs were redacted, not empty
 
     # the echoing policy saw each literal marker, and the client got a scrubbed denial
     for case, reply in zip(cases, outputs["echo"]):
@@ -108,8 +121,7 @@ def test_no_secret_reaches_a_log_a_record_or_eval_output(dsfw_factory, tmp_path)
         text = _eval(*argv)
         assert "data.docker.authz: denied" in text, (case.name, text[-400:])
         texts.append(text)
-    for proc in daemons.values():
-        proc.stop()
+    texts.append(shipped)
     logs = sorted(tmp_path.glob("*.jsonl"))  # dsfw's events (--log-file), after it stopped
     assert len(logs) == 2
     for log in logs:
