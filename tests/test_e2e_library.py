@@ -437,6 +437,19 @@ def test_host_paths_of_a_running_container_made_beside_dsfw_are_judged_when_ente
     assert ok(docker_cli(defaults.socket, "exec", plain, "id", "-u")).strip() == "1000"
 
 
+def test_stored_spellings_are_judged_in_the_one_spelling(fw, cleanup):
+    """Created on dockerd's socket with spellings dockerd accepts: judged as the documented ones."""
+    loose = cleanup("container", unique_name())
+    ok(direct("create", "--name", loose, "--security-opt", "seccomp:unconfined", TEST_IMAGE, "true"))
+    refused(docker_cli(fw.socket, "start", loose),
+            "security option seccomp=unconfined is not allowed")
+    never_started(loose)
+    tight = cleanup("container", unique_name())
+    ok(direct("create", "--name", tight, "--security-opt", "no-new-privileges:1", TEST_IMAGE,
+              "echo", "tight"))
+    assert ok(docker_cli(fw.socket, "start", "-a", tight)) == "tight\n"
+
+
 def test_restart_policy_with_host_paths_is_refused(fw, cleanup, allowed_dir):
     """dockerd would restart the container, and mount its binds again, without dsfw."""
     name = cleanup("container", unique_name())

@@ -120,6 +120,28 @@ class IdentityTests(SynchronousTestCase):
         self.assertEqual(doc["Owner"], {"Uid": 1000, "User": "alice"})
         self.assertEqual(doc["HostConfig"]["Binds"], ["/srv:/srv"])
 
+    def test_stored_host_config_in_the_one_spelling(self):
+        """Stored with a client's spellings (made on dockerd's socket): shown like a create body."""
+        answer = container_answer()
+        answer["HostConfig"] = {"Binds": ["/etc/:/e", "//tmp/./x:/x:ro"], "CapAdd": ["cap_sys_admin"],
+                                "SecurityOpt": ["seccomp:unconfined", "no-new-privileges"],
+                                "Mounts": None}
+        doc = identity("container", answer)
+        self.assertEqual(doc["HostConfig"]["Binds"], ["/etc:/e", "/tmp/x:/x:ro"])
+        self.assertEqual(doc["HostConfig"]["CapAdd"], ["SYS_ADMIN"])
+        self.assertEqual(doc["HostConfig"]["SecurityOpt"],
+                         ["seccomp=unconfined", "no-new-privileges=true"])
+        self.assertNotIn("HostConfigError", doc)
+
+    def test_stored_host_config_without_one_spelling_is_marked(self):
+        answer = container_answer()
+        answer["HostConfig"] = {"Privileged": True, "SecurityOpt": ["label:disable"]}
+        doc = identity("container", answer)
+        self.assertEqual(doc["HostConfig"]["SecurityOpt"], ["label:disable"])
+        self.assertIn("label=", doc["HostConfigError"])
+        answer["HostConfig"] = None
+        self.assertEqual(identity("container", answer)["HostConfig"], {})
+
     def test_swarm_kinds_read_the_spec(self):
         doc = identity("service", {"ID": "s1", "Spec": {"Name": "api", "Labels": {"a": "b"}}})
         self.assertEqual((doc["ID"], doc["Name"], doc["Labels"], doc["Owner"]),

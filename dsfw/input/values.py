@@ -510,6 +510,23 @@ def canonical_host_config(hc: dict[str, Any], where: str = "HostConfig") -> dict
     return out
 
 
+def stored_host_config(hc: Any) -> tuple[dict[str, Any], str | None]:
+    """A HostConfig dockerd stored, in the one spelling, and why not when it cannot be.
+
+    A container created directly on dockerd's socket (or before dsfw) is
+    stored with its client's spellings; ``input.Target.HostConfig`` shows it
+    through :func:`canonical_host_config` like a create body.  This never
+    raises: what cannot be given one spelling is returned as stored, with the
+    reason (``input.Target.HostConfigError``), which policies refuse.
+    """
+    if not isinstance(hc, dict):
+        return {}, None if hc is None else "dockerd's stored HostConfig is not an object"
+    try:
+        return canonical_host_config(hc), None
+    except (BadRequest, TypeError, ValueError, AttributeError) as exc:
+        return hc, str(exc)
+
+
 def canonical_container_values(body: dict[str, Any]) -> dict[str, Any]:
     """A create (or commit, or legacy start) body's values in one spelling."""
     out = dict(body)

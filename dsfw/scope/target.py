@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from dsfw.errors import DsfwError
+from dsfw.input.values import stored_host_config
 from dsfw.scope.cache import MISS, TargetCache
 from dsfw.scope.dockerapi import api_path, get_json
 
@@ -82,10 +83,13 @@ def identity(kind: str, answer: Any) -> dict[str, Any]:
     if kind == "container":
         config = answer.get("Config") if isinstance(answer.get("Config"), dict) else {}
         name = str(answer.get("Name") or "").lstrip("/")
-        return _doc(kind, answer.get("Id"), name, [name] if name else [], config.get("Labels"),
-                    Image=config.get("Image"), ImageID=answer.get("Image"),
-                    HostConfig=answer.get("HostConfig") or {},
-                    Mounts=answer.get("Mounts") or [])
+        host_config, unreadable = stored_host_config(answer.get("HostConfig"))
+        doc = _doc(kind, answer.get("Id"), name, [name] if name else [], config.get("Labels"),
+                   Image=config.get("Image"), ImageID=answer.get("Image"),
+                   HostConfig=host_config, Mounts=answer.get("Mounts") or [])
+        if unreadable is not None:
+            doc["HostConfigError"] = unreadable
+        return doc
     if kind == "image":
         config = answer.get("Config") if isinstance(answer.get("Config"), dict) else {}
         tags = answer.get("RepoTags") or []

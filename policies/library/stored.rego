@@ -97,6 +97,14 @@ _stored_denials contains msg if {
 	some msg in data.dsfw.library.namespaces.deny with input as _as_create
 }
 
+# What dockerd stored could not be given one spelling (dsfw.input.values):
+# judging it as it stands could be dodged, so the container is refused.
+deny contains msg if {
+	_act
+	is_string(_container.HostConfigError)
+	msg := sprintf("container %s was created with settings dsfw cannot read in one spelling, so you may not %s: %s", [_container.Name, _act, _container.HostConfigError])
+}
+
 deny contains msg if {
 	some reason in _stored_denials
 	not startswith(reason, "dsfw library:") # settings problems are reported once, by their policy

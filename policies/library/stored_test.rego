@@ -193,3 +193,9 @@ test_exec_start_judges_the_container_and_the_process if {
 	count(_deny(_exec_start(_stored_plain, {"privileged": false, "user": "1000"}), {})) == 0
 	count(_deny(_exec_start(_stored_plain, {"privileged": false, "user": "0"}), {"users": {"allow_root": true}})) == 0
 }
+
+test_stored_settings_without_one_spelling_are_refused if {
+	inp := object.union(_on("/containers/{id}/start", "/containers/web/start", {"Privileged": false}), {"Target": {"HostConfigError": "HostConfig.Devices[0]: not clean"}})
+	_deny(inp, {}) == {"container web was created with settings dsfw cannot read in one spelling, so you may not start it: HostConfig.Devices[0]: not clean"}
+	count(_deny(object.union(inp, {"Route": "/containers/{id}/stop"}), {})) == 0
+}
