@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from dsfw import routes
 from dsfw.input.body import DEFAULT_MAX_BODY_BYTES, canonical_json_body, check_content_type
 from dsfw.input.path import CanonicalTarget, canonical_target
+from dsfw.input.queryvalues import canonical_query_values
 from dsfw.errors import BadRequest
 
 # Headers that describe one hop or the framing dsfw sets itself; never forwarded.
@@ -117,6 +118,7 @@ def canonical_head(method: str, raw_target: bytes,
             for part in value.split(","):
                 check_content_type(part)  # form bodies would smuggle query parameters
     route = routes.match(method, target.plain_path, target.version is not None)
+    target = canonical_query_values(method, route.template, target)
     if upgrade and upgrade not in routes.upgrades_of(route):
         raise BadRequest(f"{target.plain_path} does not accept a connection upgrade"
                          f" to {upgrade!r}")
