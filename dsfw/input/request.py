@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from dsfw import routes
 from dsfw.input.body import DEFAULT_MAX_BODY_BYTES, canonical_json_body, check_content_type
 from dsfw.input.path import CanonicalTarget, canonical_target
-from dsfw.input.queryvalues import canonical_query_values
+from dsfw.input.queryvalues import canonical_query_values, query_facts
 from dsfw.errors import BadRequest
 
 # Headers that describe one hop or the framing dsfw sets itself; never forwarded.
@@ -182,6 +182,7 @@ def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
         "Query": req.target.query_dict(),
     }
     doc.update(derived_facts(req))
+    doc.update(query_facts(req.method, req.route.template, req.target))
     if req.upgrade:
         doc["Upgrade"] = req.upgrade
     if peer is not None:
