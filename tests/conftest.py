@@ -2,7 +2,7 @@
 import pytest
 import structlog
 
-from e2e_support import dsfw, dsfw_factory, require_docker  # noqa: F401  (fixtures)
+from dsfw.testing.e2e import dsfw, dsfw_factory, require_docker  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config):

@@ -12,7 +12,7 @@ from dsfw.policy.bundle import (BundleError, BundleVerifier, canonical_json, fil
                                 read_bundle)
 from dsfw.policy.bundle_service import compile_bundle, local_path
 from dsfw.policy.loader import PolicyLoadError
-from fleet_support import make_bundle, public_pem
+from dsfw.testing.fleet import make_bundle, public_pem
 
 POLICY = "package docker.authz\nimport rego.v1\ndefault allow := false\n" \
          "allow if input.Method in data.docker.methods\n"

@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from e2e_support import DOCKER_SOCKET as DOCKER_SOCK, TEST_IMAGE as IMAGE
-from e2e_support import DsfwProcess, dsfw_args, policy_dir
-from test_canonical_dockerd import send
+from dsfw.testing.e2e import DOCKER_SOCKET as DOCKER_SOCK, TEST_IMAGE as IMAGE
+from dsfw.testing.e2e import DsfwProcess, dsfw_args, policy_dir
+from tests.test_canonical_dockerd import send
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_SOCK),
                                 reason=f"needs a running dockerd at {DOCKER_SOCK}")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, docker_cli, unique_name
+from dsfw.testing.e2e import DOCKER_SOCKET, docker_cli, unique_name
 
 pytestmark = pytest.mark.requires_docker
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir,
+from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir,
                          raw_request, requires_docker, unique_name)
-from test_e2e_policy import ALLOW_ALL_V1, http, message, opa_servers  # noqa: F401 (fixture)
+from tests.test_e2e_policy import ALLOW_ALL_V1, http, message, opa_servers  # noqa: F401 (fixture)
 
 pytestmark = requires_docker
 

@@ -13,8 +13,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from e2e_support import docker_cli, raw_request, requires_docker, split_responses
-from fleet_support import BundleServer, make_bundle, public_pem
+from dsfw.testing.e2e import docker_cli, raw_request, requires_docker, split_responses
+from dsfw.testing.fleet import BundleServer, make_bundle, public_pem
 
 pytestmark = requires_docker
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from e2e_support import policy_dir, raw_request
+from dsfw.testing.e2e import policy_dir, raw_request
 
 pytestmark = pytest.mark.requires_docker
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker,
+from dsfw.testing.e2e import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker,
                          subprocess_env, unique_name)
 
 pytestmark = requires_docker

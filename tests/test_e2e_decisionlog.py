@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from e2e_support import policy_dir, raw_request, requires_docker, split_responses
-from fleet_support import Collector, free_port, make_bundle
+from dsfw.testing.e2e import policy_dir, raw_request, requires_docker, split_responses
+from dsfw.testing.fleet import Collector, free_port, make_bundle
 
 pytestmark = requires_docker
 

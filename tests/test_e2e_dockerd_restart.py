@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from e2e_support import policy_dir, raw_request
+from dsfw.testing.e2e import policy_dir, raw_request
 
 ALLOW_ALL = {"authz.rego": "package docker.authz\nimport rego.v1\ndefault allow := true\n"}
 PING = b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n"

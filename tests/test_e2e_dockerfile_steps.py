@@ -12,11 +12,11 @@ import json
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker
-from test_dockerfile_steps import NODE_SPELLINGS, run_line_policy
-from test_e2e_build import (BUILD_DENIED, LINE_BASED_BUILD, builds,  # noqa: F401 (fixture)
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker
+from tests.test_dockerfile_steps import NODE_SPELLINGS, run_line_policy
+from tests.test_e2e_build import (BUILD_DENIED, LINE_BASED_BUILD, builds,  # noqa: F401 (fixture)
                             image_exists, post_build)
-from test_e2e_policy import ALLOW_ALL_V1, message
+from tests.test_e2e_policy import ALLOW_ALL_V1, message
 
 pytestmark = requires_docker
 

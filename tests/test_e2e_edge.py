@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, policy_dir, raw_request, unique_name
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, policy_dir, raw_request, unique_name
 
 pytestmark = pytest.mark.requires_docker
 

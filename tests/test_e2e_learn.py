@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import subprocess
 
-from e2e_support import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker,
+from dsfw.testing.e2e import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker,
                          unique_name)
 
 from dsfw.cli import app

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_support import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, raw_request,
+from dsfw.testing.e2e import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, raw_request,
                          requires_docker, unique_name)
 
 pytestmark = requires_docker

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e_support import _response_end, policy_dir
+from dsfw.testing.e2e import _response_end, policy_dir
 
 pytestmark = pytest.mark.requires_docker
 

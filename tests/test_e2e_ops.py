@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir, raw_request,
+from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir, raw_request,
                          unique_name)
 
 pytestmark = pytest.mark.requires_docker

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, policy_dir,
+from dsfw.testing.e2e import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, policy_dir,
                          requires_docker, unique_name)
 
 pytestmark = requires_docker

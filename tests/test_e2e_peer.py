@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from e2e_support import policy_dir
+from dsfw.testing.e2e import policy_dir
 
 pytestmark = pytest.mark.requires_docker
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, REPO_ROOT, TWISTD, DsfwProcess, docker_cli, dsfw_args,
+from dsfw.testing.e2e import (DOCKER_SOCKET, REPO_ROOT, TWISTD, DsfwProcess, docker_cli, dsfw_args,
                          policy_dir, raw_request, requires_docker, subprocess_env, unique_name)
 
 pytestmark = requires_docker
@@ -405,11 +405,11 @@ def test_data_file_edit_is_reloaded(dsfw_factory, tmp_path, networks):
 # --- OPA mode ---------------------------------------------------------------------------------
 
 class OpaServer:
-    """``tests/opa_server.py`` as a process; ready once it printed ``listening``."""
+    """``python -m dsfw.testing.opa`` as a process; ready once it printed ``listening``."""
 
     def __init__(self, pdir: Path, listen: str, token_file: Path | None = None,
                  timeout: float = 20):
-        args = [sys.executable, str(REPO_ROOT / "tests" / "opa_server.py"),
+        args = [sys.executable, "-m", "dsfw.testing.opa",
                 "--policyDir", str(pdir), "--listen", listen]
         if token_file is not None:
             args += ["--token-file", str(token_file)]

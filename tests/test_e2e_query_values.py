@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, docker_cli, requires_docker, unique_name
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, requires_docker, unique_name
 
 pytestmark = requires_docker
 

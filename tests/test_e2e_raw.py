@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import e2e_support
-from e2e_support import (DOCKER_SOCKET, SHIPPED_POLICIES, TWISTD, docker_cli, raw_request,
+from dsfw.testing import e2e as e2e_support
+from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TWISTD, docker_cli, raw_request,
                          requires_docker, split_responses, subprocess_env, unique_name)
 
 # Tests using the ``dsfw`` fixture need dockerd through it; the others say so when they do.

@@ -15,12 +15,11 @@ import sys
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, raw_request
+from dsfw.testing.e2e import DOCKER_SOCKET, raw_request
 
 from dsfw import routes
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_routes import MOBY_DEBUG, MOBY_ROUTES  # noqa: E402
+from tests.test_routes import MOBY_DEBUG, MOBY_ROUTES  # noqa: E402
 
 pytestmark = pytest.mark.requires_docker
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from e2e_support import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, raw_request,
+from dsfw.testing.e2e import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, raw_request,
                          requires_docker, split_responses, unique_name)
 
 pytestmark = requires_docker

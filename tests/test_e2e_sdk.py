@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, requires_docker, unique_name
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, requires_docker, unique_name
 
 docker = pytest.importorskip("docker")
 

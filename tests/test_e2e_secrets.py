@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from dsfw.cli.app import main as dsfw_main
-from e2e_support import policy_dir, raw_request, subprocess_env
-from fleet_support import Collector
-from secret_requests import (ALLOW_BUILDS, ALLOW_BUT_SWARM, ECHO_DENY, ECHO_DENY_BUILD,
+from dsfw.testing.e2e import policy_dir, raw_request, subprocess_env
+from dsfw.testing.fleet import Collector
+from dsfw.testing.secrets import (ALLOW_BUILDS, ALLOW_BUT_SWARM, ECHO_DENY, ECHO_DENY_BUILD,
                              secret_requests)
 
 pytestmark = pytest.mark.requires_docker

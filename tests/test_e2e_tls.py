@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker, \
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, requires_docker, \
     unique_name
-from fleet_support import docker_tls, free_port, make_pki, tls_args
+from dsfw.testing.fleet import docker_tls, free_port, make_pki, tls_args
 
 pytestmark = requires_docker
 

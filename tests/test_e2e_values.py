@@ -20,9 +20,9 @@ from typing import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from e2e_support import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, unique_name
-from test_canonical_dockerd import docker, send
-from test_canonical_values import NATURAL_POLICY, capability_spellings, spellings_of
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, unique_name
+from tests.test_canonical_dockerd import docker, send
+from tests.test_canonical_values import NATURAL_POLICY, capability_spellings, spellings_of
 
 from dsfw.errors import BadRequest
 from dsfw.input import values as V

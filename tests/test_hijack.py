@@ -27,8 +27,7 @@ from dsfw.edge.resource import FirewallResource
 from dsfw.edge.upstream import DockerPool
 from dsfw.tap import make_site
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_relay import FakeEngine  # noqa: E402
+from tests.test_relay import FakeEngine  # noqa: E402
 
 UPGRADED = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
             b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")

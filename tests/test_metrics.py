@@ -12,8 +12,7 @@ from dsfw.errors import UpstreamUnavailable
 from dsfw.ops.metrics import Metrics
 from dsfw.policy import PolicyDecision
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_relay import FakeDockerd, FakeEngine, client, firewall  # noqa: E402
+from tests.test_relay import FakeDockerd, FakeEngine, client, firewall  # noqa: E402
 
 
 class DenyAll(FakeEngine):

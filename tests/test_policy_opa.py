@@ -1,4 +1,4 @@
-"""The OPA REST client against tests/opa_server.py, over real loopback and UNIX sockets.
+"""The OPA REST client against dsfw.testing.opa, over real loopback and UNIX sockets.
 
 No OPA binary can be installed here; the test server speaks OPA's documented
 Data API and evaluates with the embedded engine.
@@ -22,9 +22,8 @@ from dsfw.errors import PolicyEngineError
 from dsfw.policy import AUTHZ
 from dsfw.policy.opa import OpaEngine
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from opa_server import OpaDataResource  # noqa: E402
-from test_policy_embedded import temp_dir, write  # noqa: E402
+from dsfw.testing.opa import OpaDataResource  # noqa: E402
+from tests.test_policy_embedded import temp_dir, write  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(os.path.dirname(HERE), "policies")
@@ -351,13 +350,13 @@ class OpaServerTests(PolicyTestCase):
 
 
 class StandaloneOpaServerTests(PolicyTestCase):
-    """``python3 tests/opa_server.py`` as its own process, as end-to-end tests use it."""
+    """``python3 -m dsfw.testing.opa`` as its own process, as end-to-end tests use it."""
 
     @inlineCallbacks
     def test_process_on_unix_socket(self):
         sock = os.path.abspath(self.mktemp()) + ".sock"
         proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "opa_server.py"), "--policyDir", SHIPPED, "--listen", "unix:" + sock],
+            [sys.executable, "-m", "dsfw.testing.opa", "--policyDir", SHIPPED, "--listen", "unix:" + sock],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 

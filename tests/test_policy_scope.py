@@ -13,8 +13,8 @@ from dsfw.policy import AUTHZ
 from dsfw.policy.embedded import EmbeddedEngine
 from dsfw.policy.opa import OpaEngine
 
-from opa_server import OpaDataResource
-from test_policy_embedded import temp_dir, write
+from dsfw.testing.opa import OpaDataResource
+from tests.test_policy_embedded import temp_dir, write
 
 SCOPED = r'''package docker.authz
 import rego.v1

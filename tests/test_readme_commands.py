@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from e2e_support import REPO_ROOT, docker_cli, raw_request, unique_name
+from dsfw.testing.e2e import REPO_ROOT, docker_cli, raw_request, unique_name
 
 pytestmark = pytest.mark.requires_docker
 

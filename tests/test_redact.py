@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from dsfw.cli.eval import build_fields, request_input
 from dsfw.input.redact import (MARK, MIN_SCRUB, may_name_credential, redacted_input, redacted_query, scrub,
                                scrub_messages, secret_values)
-from secret_requests import context_tar, secret_requests
+from dsfw.testing.secrets import context_tar, secret_requests
 
 CORPUS = secret_requests("unitsecret")
 

@@ -17,9 +17,8 @@ from dsfw.errors import PolicyEngineError
 from dsfw.policy import PolicyDecision
 from dsfw.policy.embedded import EmbeddedEngine
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_policy_embedded import temp_dir, write  # noqa: E402
-from test_relay import FakeEngine, client, firewall  # noqa: E402
+from tests.test_policy_embedded import temp_dir, write  # noqa: E402
+from tests.test_relay import FakeEngine, client, firewall  # noqa: E402
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
 

@@ -17,7 +17,7 @@ from dsfw.scope.labels import stamp
 from dsfw.scope.scoping import Scope, familiar_image
 from dsfw.scope.target import TargetResolver
 
-from test_relay import FakeDockerd, FakeEngine, client, firewall
+from tests.test_relay import FakeDockerd, FakeEngine, client, firewall
 
 
 class ScopedEngine(FakeEngine):

@@ -10,8 +10,8 @@ from dsfw.input.derived import stored_mount_facts
 from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetResolver
 
-from test_relay import FakeDockerd, FakeEngine, client, firewall
-from test_scope_target import CID, container_answer, http_json
+from tests.test_relay import FakeDockerd, FakeEngine, client, firewall
+from tests.test_scope_target import CID, container_answer, http_json
 
 
 def test_stored_mounts_give_the_facts_as_resolved_now(tmp_path):

@@ -12,7 +12,7 @@ from dsfw.scope.named import named_object
 from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetLookupFailed, TargetResolver, identity
 
-from test_relay import FakeDockerd, FakeEngine, client, firewall
+from tests.test_relay import FakeDockerd, FakeEngine, client, firewall
 
 CID = "c" * 64
 OTHER = "d" * 64

@@ -13,8 +13,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_relay import FakeEngine, client, firewall  # noqa: E402
+from tests.test_relay import FakeEngine, client, firewall  # noqa: E402
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
 

@@ -18,8 +18,7 @@ from dsfw.edge.listening import ProtectedSocketService
 from dsfw.policy.watch import PolicyWatcher
 from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_policy_embedded import temp_dir, write  # noqa: E402
+from tests.test_policy_embedded import temp_dir, write  # noqa: E402
 
 POLICY = """package docker.authz
 import rego.v1

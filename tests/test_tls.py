@@ -12,7 +12,7 @@ from dsfw import tap
 from dsfw.edge.hosts import HostSyntaxError, parse_host
 from dsfw.edge.tls import (TlsFiles, TlsSetupError, certificate_identity,
                            server_options)
-from fleet_support import make_pki
+from dsfw.testing.fleet import make_pki
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from dsfw.edge._twisted import LARGE_READ, HalfCloseTLSFactory, use_large_reads
 from dsfw.edge.tls import TlsFiles, server_options
-from fleet_support import make_pki
+from dsfw.testing.fleet import make_pki
 
 
 class Recorder(Protocol):

@@ -1,7 +1,7 @@
 """Shared helpers for the end-to-end tests: a real ``twistd dsfw`` in front of a real dockerd.
 
-Import what you need from here in a test module (``tests/`` is on ``sys.path``
-under pytest); the fixtures are made visible to every test by ``conftest.py``.
+Import what you need from ``dsfw.testing.e2e`` in a test module; the fixtures are
+made visible to every test by ``tests/conftest.py``. Needs pytest (the test extras).
 
 Fixtures
     ``dsfw_factory``  -- ``start(policy_dir=SHIPPED_POLICIES, *extra_args, target=DOCKER_SOCKET,
@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout dsfw runs from
 SHIPPED_POLICIES = REPO_ROOT / "policies"
 DOCKER_SOCKET = "/var/run/docker.sock"
 TEST_IMAGE = os.environ.get("DSFW_TEST_IMAGE", "localbusybox:latest")

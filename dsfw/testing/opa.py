@@ -18,8 +18,8 @@ loading as the embedded engine.
 In process: ``Site(OpaDataResource(policy_dir, token=...))`` on any endpoint.
 As a process::
 
-    python3 tests/opa_server.py --policyDir policies --listen unix:/tmp/opa.sock
-    python3 tests/opa_server.py --policyDir policies --listen tcp:8181 [--token-file F]
+    python3 python -m dsfw.testing.opa --policyDir policies --listen unix:/tmp/opa.sock
+    python3 python -m dsfw.testing.opa --policyDir policies --listen tcp:8181 [--token-file F]
 
 (``tcp:PORT`` listens on 127.0.0.1 only.) It prints ``listening`` once ready.
 """
@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 from urllib.parse import unquote
-
-if __package__ in (None, ""):  # run as a script: make the dsfw package importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
