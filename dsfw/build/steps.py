@@ -28,7 +28,7 @@ from dsfw.build.words import go_isspace
 # after expansion (quotes, $, spaces) would be read again by dockerd.
 _IMAGE = re.compile(r"[A-Za-z0-9_.:/@+-]+\Z")
 _FLAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
-# A bound on the CPU one build request can cost (about 1 s here at the limit); dockerd's
+# A bound on the CPU one build request can cost (docs/benchmarks.md measures it); dockerd's
 # layer limit (127) makes real Dockerfiles far shorter.
 MAX_INSTRUCTIONS = 4096
 # Facts that depend on the spelling, not on the step: left out of the read-back check.

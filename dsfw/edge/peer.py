@@ -20,7 +20,7 @@ import itertools
 import pwd
 import socket
 import struct
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 

@@ -3,9 +3,9 @@
 A Rego policy is a pure function of ``input`` and ``data`` unless it calls a
 built-in that looks outside (the clock, the network, randomness).  For a
 policy set without such calls, the same input document gives the same
-decision, so repeating the evaluation -- about 100 µs for the original
-firewall's ``regex.match`` policy, the largest cost on dsfw's hot path -- buys
-nothing.  The cache belongs to one compiled policy set (a reload starts a new
+decision, so repeating the evaluation -- for the original firewall's
+``regex.match`` policy the largest cost on dsfw's hot path (docs/benchmarks.md)
+-- buys nothing.  The cache belongs to one compiled policy set (a reload starts a new
 one).
 
 Its memory is bounded by bytes, not only by entries: a key is the SHA-256 of

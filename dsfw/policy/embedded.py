@@ -1,12 +1,10 @@
 """The embedded Rego engine: Microsoft's regorus, in process.
 
-Evaluation runs on the reactor thread on purpose. ``bench/bench_policy.py``
-measures one decision (input hand-over, ``allow``, ``deny``) on the shipped
-policies at about 100 µs for ``docker.authz`` -- 60 of them spent in the
-policy's own ``regex.match`` -- and 25 µs for ``docker.build``: in the range
-NOTES.md gives (70 µs), cheaper than a round trip through a thread pool, and
-it keeps the regorus engine on one thread. A policy that is slow to evaluate
-would change that trade; measure before moving it.
+Evaluation runs on the reactor thread on purpose: a decision on an ordinary
+policy is cheaper than a round trip through a thread pool, and a regorus
+engine may only be used from the thread that made it (``bench/bench_policy.py``
+measures it; docs/benchmarks.md has the numbers). A policy that is slow to
+evaluate would change that trade; measure before moving it.
 
 The compiled policy is replaced as a whole: :meth:`EmbeddedEngine.reload`
 builds a new engine from the directory and swaps it in only if the whole
