@@ -150,3 +150,31 @@ deny contains msg if {
 	not data.dsfw.library.common.setting(_name, "allow_restart_with_host_paths", false) == true
 	msg := sprintf("restart policy %s is not allowed with host paths (%s): dockerd would mount them again on its own, without dsfw's check; drop --restart or the host paths", [_restart, concat(", ", sort(_host_paths))])
 }
+
+# Checkpoints (dockerd's experimental mode): a checkpoint directory is a host
+# path dockerd writes CRIU images into (POST /containers/{id}/checkpoints,
+# CheckpointDir), restores a process from (start ?checkpoint-dir=), lists
+# (GET ?dir=) or deletes below (DELETE ?dir=). dsfw cannot judge such a
+# directory like a mount, so naming one is refused; dockerd's default
+# directory (inside the container's own state) is left alone.
+_checkpoint_dirs contains d if {
+	input.Route in {"/containers/{id}/start", "/containers/{id}/checkpoints", "/containers/{id}/checkpoints/{checkpoint}"}
+	some key in ["checkpoint-dir", "dir"]
+	some d in object.get(input.Query, key, [])
+	d != ""
+}
+
+_checkpoint_dirs contains d if {
+	input.Method == "POST"
+	input.Route == "/containers/{id}/checkpoints"
+	is_object(input.Body)
+	some key, d in input.Body
+	replace(lower(key), "\u212a", "k") == "checkpointdir" # Go matches keys case-insensitively
+	d != ""
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	count(_checkpoint_dirs) > 0
+	msg := sprintf("checkpoint directories are host paths that cannot be judged (%s): drop --checkpoint-dir and use dockerd's default", [concat(", ", sort([sprintf("%v", [d]) | some d in _checkpoint_dirs]))])
+}

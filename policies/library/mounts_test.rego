@@ -77,3 +77,15 @@ test_restart_policies_with_host_paths if {
 	startswith(msg2, "restart policy any is not allowed")
 	count(_with(object.union(service, {"Body": {"TaskTemplate": {"RestartPolicy": {"Condition": "none"}}}}), {"allowed_host_paths": ["/srv/shared"]})) == 0
 }
+
+_route(method, route, query, body) := {"Method": method, "Route": route, "PathPlain": "/containers/c/x", "Query": query, "Body": body, "BindMounts": []}
+
+test_checkpoint_directories_are_refused if {
+	d1 := data.dsfw.library.mounts.deny with input as _route("POST", "/containers/{id}/checkpoints", {}, {"CheckpointID": "c", "cHEC\u212apointdir": "/etc"}) with data.library as {}
+	d1 == {"checkpoint directories are host paths that cannot be judged (/etc): drop --checkpoint-dir and use dockerd's default"}
+	count(data.dsfw.library.mounts.deny) == 1 with input as _route("POST", "/containers/{id}/start", {"checkpoint": ["c"], "checkpoint-dir": ["/tmp/x"]}, null) with data.library as {}
+	count(data.dsfw.library.mounts.deny) == 1 with input as _route("DELETE", "/containers/{id}/checkpoints/{checkpoint}", {"dir": ["/"]}, null) with data.library as {}
+	count(data.dsfw.library.mounts.deny) == 1 with input as _route("GET", "/containers/{id}/checkpoints", {"dir": ["/root"]}, null) with data.library as {}
+	count(data.dsfw.library.mounts.deny) == 0 with input as _route("POST", "/containers/{id}/checkpoints", {}, {"CheckpointID": "c"}) with data.library as {}
+	count(data.dsfw.library.mounts.deny) == 0 with input as _route("POST", "/containers/{id}/start", {"checkpoint": ["c"]}, null) with data.library as {}
+}
