@@ -293,6 +293,11 @@ class HTTPServerChannel(Protocol):
         request.persistent = False
         if not request.body.complete:
             request.body.fail(ConnectionDone("the client closed before its body was complete"))
+        # A client that stops sending while its answer is pending has gone, as Go's server
+        # sees it (it cancels the request's context on EOF): close, so that connectionLost
+        # drops dockerd's side too. Otherwise a silent stream (GET /events) would hold both
+        # connections until dockerd next wrote. Hijacked sessions keep half-close above.
+        self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         if self._state == HIJACKED:
