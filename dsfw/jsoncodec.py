@@ -38,3 +38,19 @@ def dumps_sorted(value: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def dumps_input(value: Any) -> str:
+    """A policy input document as JSON text, keys sorted (what the engine parses and caches by).
+
+    orjson when it can (a decision's input is serialized on every request);
+    what it refuses -- lone surrogates, integers beyond 64 bits, non-string
+    keys -- is written by ``json.dumps`` as before, which raises TypeError or
+    ValueError for what is not JSON at all.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return json.dumps(value, sort_keys=True)

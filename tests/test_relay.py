@@ -195,6 +195,42 @@ class ExchangeTests(SynchronousTestCase):
         self.assertEqual(body, b"6\r\n{\"Id\":\r\n5\r\n\"abc\"\r\n1\r\n}\r\n0\r\n\r\n")
         self.assertEqual(self.dockerd.idle, self.dockerd.connections)
 
+    def test_head_alone_goes_out_at_once(self):
+        # docker run's wait: dockerd flushes the head, the body comes much later
+        self.channel.dataReceived(b"POST /containers/abc/wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n")
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\n"))
+        self.dockerd.answer(b"10\r\n{\"StatusCode\":0}\r\n0\r\n\r\n")
+        self.assertTrue(self.client.value().endswith(b"10\r\n{\"StatusCode\":0}\r\n0\r\n\r\n"))
+
+    def test_head_and_body_read_together_leave_in_one_write(self):
+        writes = []
+
+        def count_writes(transport):
+            real_write = transport.write
+            transport.write = lambda data: (writes.append(data), real_write(data))
+            transport.writeSequence = lambda seq: transport.write(b"".join(seq))
+
+        count_writes(self.client)
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n"
+                            b"Content-Type: text/plain\r\n\r\nOK")
+        self.assertEqual(len(writes), 1)
+        self.assertTrue(writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nContent-Length: 2\r\n", writes[0])
+        self.assertTrue(writes[0].endswith(b"\r\n\r\nOK"))
+        # a refusal answered by dsfw itself is one write too
+        del writes[:]
+        self.resource, self.dockerd, self.clock = firewall(FakeEngine(deny={"/info"}))
+        self.channel, self.client = client(self.resource, self.clock)
+        count_writes(self.client)
+        self.channel.dataReceived(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(writes), 1)
+        self.assertTrue(writes[0].startswith(b"HTTP/1.1 403 Forbidden\r\n"))
+        self.assertTrue(writes[0].endswith(b'"}\n'))
+
     def test_content_length_kept(self):
         self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(self.dockerd.received(), b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")

@@ -3,18 +3,22 @@
 Run against the installed Twisted on a real UNIX socket: if an upgrade
 renames or ignores the read-size knob, this fails here, not as a slow relay.
 Also pinned, because the edge's lingering close depends on it: a UNIX
-server transport can close its sending side and keep reading. And
+server transport can close its sending side and keep reading.  And the
+per-request shortcuts: plain ``recv`` reads on a UNIX transport (a passed
+descriptor is closed by the kernel, never received), and ``write_now``'s
+immediate send, which must keep Twisted's order when bytes are queued. And
 ``HalfCloseTLSProtocol``'s three overrides of ``TLSMemoryBIOProtocol``'s private
 methods, driven by a pyOpenSSL client over memory BIOs (docker exec -i over TLS).
 """
 from __future__ import annotations
 
+import array
 import os
 import shutil
 import socket
 import tempfile
 
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, tcp, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
@@ -25,14 +29,16 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from dsfw.edge._twisted import LARGE_READ, HalfCloseTLSFactory, use_large_reads
+from dsfw.edge._twisted import (LARGE_READ, HalfCloseTLSFactory, tune_socket, use_large_reads,
+                                write_now)
 from dsfw.edge.tls import TlsFiles, server_options
 from dsfw.testing.fleet import make_pki
 
 
 class Recorder(Protocol):
-    def __init__(self, large: bool, half_close: bool = False):
+    def __init__(self, large: bool, half_close: bool = False, tune: bool = False):
         self.large = large
+        self.tune = tune
         self.half_close = half_close
         self.reads: list[int] = []
         self.lost = Deferred()
@@ -40,15 +46,24 @@ class Recorder(Protocol):
     def connectionMade(self):
         if self.large:
             use_large_reads(self.transport)
+        if self.tune:
+            tune_socket(self.transport)
+            self.fds_at_start = _open_fds()
         if self.half_close:
             self.transport.write(b"answer")
             self.transport.loseWriteConnection()
 
     def dataReceived(self, data):
         self.reads.append(len(data))
+        if self.tune:
+            self.fds_after_read = _open_fds()
 
     def connectionLost(self, reason=None):
         self.lost.callback(None)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 class LargeReadsTests(TestCase):
@@ -96,11 +111,87 @@ class LargeReadsTests(TestCase):
         self.assertLessEqual(max(protocol.reads), 1 << 16)
 
     @inlineCallbacks
+    def test_plain_reads_keep_the_data_and_never_take_a_passed_descriptor(self):
+        # tune_socket swaps Twisted's recvmsg read for its socket transport's recv.
+        protocol = Recorder(large=False, tune=True)
+        port = reactor.listenUNIX(self.path, Factory.forProtocol(lambda: protocol))
+        self.addCleanup(port.stopListening)
+
+        def client() -> None:
+            spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(8)]
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(self.path)
+                    s.sendmsg([b"GET /_ping HTTP/1.1\r\n\r\n"],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                array.array("i", spare).tobytes())])
+                    s.sendall(bytes(1 << 20))
+                    s.shutdown(socket.SHUT_WR)
+                    s.settimeout(10)
+                    s.recv(1)
+            finally:
+                for fd in spare:
+                    os.close(fd)
+
+        yield threads.deferToThread(client)
+        yield protocol.lost
+        self.assertEqual(sum(protocol.reads), len(b"GET /_ping HTTP/1.1\r\n\r\n") + (1 << 20))
+        self.assertIn(protocol.transport.doRead.__func__, (tcp.Connection.doRead,))
+        # The 8 descriptors were not kept: the kernel closed them (Twisted would log and close).
+        self.assertEqual(protocol.fds_after_read, protocol.fds_at_start)
+
+    @inlineCallbacks
+    def test_write_now_sends_at_once_and_keeps_order_behind_queued_bytes(self):
+        server = Deferred()
+        port = reactor.listenUNIX(self.path, Factory.forProtocol(
+            lambda: _Announce(server)))
+        self.addCleanup(port.stopListening)
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(peer.close)
+        peer.connect(self.path)
+        protocol = yield server
+        transport = protocol.transport
+        write_now(transport, b"one ")
+        # sent by the call itself: nothing queued, no reactor turn needed
+        self.assertEqual(transport._tempDataLen, 0)
+        peer.settimeout(5)
+        self.assertEqual(peer.recv(100), b"one ")
+        transport.write(b"two ")  # queued by Twisted until the reactor's next turn
+        write_now(transport, b"three ", b"four")  # must queue behind it, not overtake
+        self.assertEqual(transport._tempDataLen, len(b"two three four"))
+        big = bytes(16 << 20)  # more than the socket takes: the rest is queued
+        got = yield threads.deferToThread(_read_exactly, peer, len(b"two three four"))
+        self.assertEqual(got, b"two three four")
+        write_now(transport, b"x", big)
+        self.assertGreater(transport._tempDataLen, 0)
+        got = yield threads.deferToThread(_read_exactly, peer, 1 + len(big))
+        self.assertEqual(len(got), 1 + len(big))
+        transport.loseConnection()
+
+    @inlineCallbacks
     def test_half_closed_server_keeps_reading(self):
         protocol = Recorder(large=False, half_close=True)
         got = yield self.serve_and_send(protocol, bytes(1 << 20))
         self.assertEqual(got, b"answer")
         self.assertEqual(sum(protocol.reads), 1 << 20)
+
+
+class _Announce(Protocol):
+    def __init__(self, made: Deferred):
+        self.made = made
+
+    def connectionMade(self):
+        self.made.callback(self)
+
+
+def _read_exactly(sock, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        out += data
+    return bytes(out)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,19 @@
 
 dsfw owns its HTTP server protocol (:mod:`dsfw.edge.server`) and its dockerd
 client (:mod:`dsfw.edge.upstream`), so twisted.web's private state is never
-touched.  What is left: a tuning knob of Twisted's socket transports, and half-close
-over TLS, which overrides three private methods of ``TLSMemoryBIOProtocol``.
-tests/test_twisted_internals.py pins both against the installed Twisted (a
-real socket; a pyOpenSSL client over memory BIOs), so an upgrade that
-changes them fails there first.
+touched.  What is left: tuning of Twisted's socket transports (read size,
+plain reads on UNIX sockets, writes sent at once when nothing is queued),
+and half-close over TLS, which overrides three private methods of
+``TLSMemoryBIOProtocol``.  tests/test_twisted_internals.py pins them against
+the installed Twisted (real sockets; a pyOpenSSL client over memory BIOs),
+so an upgrade that changes them fails there first.
 """
 from __future__ import annotations
 
+from types import MethodType
+
 from OpenSSL import SSL
-from twisted.internet import interfaces
+from twisted.internet import interfaces, tcp
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 LARGE_READ = 1 << 17
@@ -30,6 +33,54 @@ def use_large_reads(transport) -> None:
     """
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = LARGE_READ
+
+
+def tune_socket(transport) -> None:
+    """Large reads (:func:`use_large_reads`), and ``recv`` rather than ``recvmsg`` on UNIX sockets.
+
+    Twisted's UNIX transports read with ``recvmsg`` and a 4 kB ancillary
+    buffer on every wake-up, to receive passed file descriptors.  dsfw never
+    takes descriptors from a client or from dockerd (Twisted closed them and
+    logged), so its connections read with the plain ``recv`` of Twisted's
+    socket transport: the kernel then discards any ``SCM_RIGHTS`` a peer
+    sends and closes those descriptors itself (unix(7)).
+    """
+    use_large_reads(transport)
+    if isinstance(transport, tcp.Connection) and type(transport).doRead is not _PLAIN_READ:
+        transport.doRead = MethodType(_PLAIN_READ, transport)
+
+
+_PLAIN_READ = tcp.Connection.doRead
+
+
+def write_now(transport, *pieces: bytes) -> None:
+    """``transport.write`` of ``pieces`` in order, but sent at once when nothing is queued before them.
+
+    ``transport.write`` only queues: the bytes go out on the reactor's next
+    turn, after an ``epoll_ctl`` to watch for writability and before another
+    to stop.  An answer sent straight away saves that round and a reactor
+    dispatch per write; several pieces (a chunk's size line, its data, its
+    end) go in one ``sendmsg`` without being copied together.  What the
+    socket does not take now (or an error) goes through ``transport.write``,
+    so order, backpressure and connection loss are handled by Twisted as
+    before.  Other transports (TLS, in-memory ones in tests) simply queue.
+    """
+    if (isinstance(transport, tcp.Connection) and transport.connected
+            and not transport.disconnecting and not transport._writeDisconnecting
+            and not transport._tempDataLen and len(transport.dataBuffer) == transport.offset
+            and not getattr(transport, "_sendmsgQueue", None)):
+        one = len(pieces) == 1
+        try:
+            sent = transport.socket.send(pieces[0]) if one else transport.socket.sendmsg(pieces)
+        except OSError:  # would block, or an error the transport meets on its own write
+            sent = 0
+        if sent == (len(pieces[0]) if one else sum(map(len, pieces))):
+            return
+        transport.write((pieces[0] if one else b"".join(pieces))[sent:])
+    elif len(pieces) == 1:
+        transport.write(pieces[0])
+    else:
+        transport.writeSequence(pieces)
 
 
 class HalfCloseTLSProtocol(TLSMemoryBIOProtocol):

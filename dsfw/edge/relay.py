@@ -17,13 +17,6 @@ from dsfw.edge import hijack
 from dsfw.input.request import CanonicalRequest
 from dsfw.edge.upstream import DockerConnection, DockerPool, ResponseHead
 
-# Response headers that describe dockerd's hop, not the answer.
-_HOP_BY_HOP_RESPONSE = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-     b"proxy-connection"}
-)
-
-
 def serialize_request(req: CanonicalRequest, body_length: int | None,
                       chunked: bool = False) -> bytes:
     """dsfw's own request head for dockerd: canonical target, canonical headers, own framing."""
@@ -46,21 +39,15 @@ def serialize_request(req: CanonicalRequest, body_length: int | None,
 _BODY_READ_SIZE = 1 << 20
 
 
-def _write_response_head(request, head: ResponseHead) -> None:
+def _write_response_head(request, head: ResponseHead, body_follows: bool) -> None:
     """dockerd's status and end-to-end headers, re-framed by the server for this hop.
 
-    The head goes out at once: dockerd flushes it early for waits and
-    streams, and clients (``docker run``'s wait) block until they see it.
+    The head goes out at once -- dockerd flushes it early for waits and
+    streams, and clients (``docker run``'s wait) block until they see it --
+    unless body bytes read with it follow at once: then both go in one write.
     """
-    headers = []
-    length = None
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            length = int(value)  # validated by the upstream parser
-        elif lname not in _HOP_BY_HOP_RESPONSE:
-            headers.append((name, value))
-    request.write_head(head.status, head.reason, headers, length)
+    lines, length = head.relayed()
+    request.write_head(head.status, head.reason, lines, length, hold=body_follows)
 
 
 class _RequestSink:
@@ -79,7 +66,7 @@ class _RequestSink:
         if self._client_gone:
             return
         self._started = True
-        _write_response_head(self._request, head)
+        _write_response_head(self._request, head, self._connection.body_follows)
         self._request.registerProducer(self._connection.transport, True)
 
     def body_received(self, data: bytes) -> None:

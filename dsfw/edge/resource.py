@@ -83,7 +83,7 @@ def _worded_by_dsfw(decision) -> bool:
 
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
     """A complete answer from dsfw itself (errors, its own endpoints)."""
-    request.write_head(status, None, [(b"Content-Type", content_type)], len(body))
+    request.write_head(status, None, [b"Content-Type: " + content_type], len(body), hold=True)
     request.write(body)
     request.finish()
 

@@ -30,7 +30,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from dsfw.edge._twisted import use_large_reads
+from dsfw.edge._twisted import tune_socket, write_now
 from dsfw.edge.http1 import (MAX_HEAD, MalformedRequest, RequestBody, RequestHeaders, _Collector,
                              _framing, _tokens, parse_head)
 from dsfw.edge.peer import connection_opened
@@ -81,6 +81,7 @@ class ServerRequest:
         self._producer = None
         self._finish_waiters: list[Deferred] = []
         self._response_headers = None
+        self._held = b""  # a response head waiting for the body that follows it
 
     # -- request body --------------------------------------------------------
 
@@ -120,14 +121,19 @@ class ServerRequest:
         self.code = code
         self.code_message = message
 
-    def write_head(self, status: int, reason: bytes | None,
-                   headers: list[tuple[bytes, bytes]], content_length: int | None) -> None:
-        """Status line, ``headers`` (end-to-end only) and this hop's framing, in one write."""
+    def write_head(self, status: int, reason: bytes | None, header_lines: list[bytes],
+                   content_length: int | None, hold: bool = False) -> None:
+        """Status line, ``header_lines`` (``Name: value``, end-to-end only) and this hop's framing.
+
+        In one write, or with ``hold`` kept for the first body write or the
+        finish, whichever comes first: an answer whose body is already at
+        hand then leaves in one piece.  Only hold what is followed at once.
+        """
         self.code = status
         self.startedWriting = True
         self._no_body = self.method == b"HEAD" or status in _NO_BODY_STATUSES
-        lines = [b"HTTP/1.1 %d %s" % (status, reason or _REASONS.get(status, b"Unknown"))]
-        lines.extend(name + b": " + value for name, value in headers)
+        lines = [b"HTTP/1.1 %d %s" % (status, reason or _REASONS.get(status, b"Unknown")),
+                 *header_lines]
         if content_length is not None:
             lines.append(b"Content-Length: %d" % content_length)
         elif not self._no_body:
@@ -143,7 +149,12 @@ class ServerRequest:
                 lines.append(b"Connection: close")
         elif self.clientproto == b"HTTP/1.0":
             lines.append(b"Connection: keep-alive")
-        self.channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        lines.append(b"\r\n")
+        head = b"\r\n".join(lines)
+        if hold:
+            self._held = head
+        else:
+            write_now(self.channel.transport, head)
 
     def write(self, data: bytes) -> None:
         if self.finished or self.disconnected:
@@ -152,28 +163,34 @@ class ServerRequest:
             self._write_default_head(None)
         if self._no_body or not data:
             return
+        held, self._held = self._held, b""
         if self._chunked:
-            self.channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            write_now(self.channel.transport, held + b"%x\r\n" % len(data), data, b"\r\n")
+        elif held:
+            write_now(self.channel.transport, held, data)
         else:
-            self.channel.transport.write(data)
+            write_now(self.channel.transport, data)
 
     def _write_default_head(self, length: int | None) -> None:
-        headers = []
+        lines = []
         if self._response_headers is not None:
             for name, values in self._response_headers.getAllRawHeaders():
                 if name.lower() not in (b"content-length", b"connection", b"transfer-encoding"):
-                    headers.extend((name, v) for v in values)
+                    lines.extend(name + b": " + v for v in values)
                 elif name.lower() == b"content-length" and length is None:
                     length = int(values[0])
-        self.write_head(self.code, self.code_message, headers, length)
+        self.write_head(self.code, self.code_message, lines, length)
 
     def finish(self) -> None:
         if self.finished or self.disconnected:
             return
         if not self.startedWriting:
             self._write_default_head(0)
+        held, self._held = self._held, b""
         if self._chunked:
-            self.channel.transport.write(b"0\r\n\r\n")
+            held += b"0\r\n\r\n"
+        if held:
+            write_now(self.channel.transport, held)
         self.finished = True
         self.unregisterProducer()
         waiters, self._finish_waiters = self._finish_waiters, []
@@ -247,7 +264,7 @@ class HTTPServerChannel(Protocol):
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
-        use_large_reads(self.transport)
+        tune_socket(self.transport)
         connection_opened(self)  # SO_PEERCRED as of connect(), logged for auditors
         if self.site.connections is not None:
             self.site.connections.opened(self.transport)
@@ -410,8 +427,8 @@ class HTTPServerChannel(Protocol):
             result = error_body("dsfw: internal error, request denied")
             request.setResponseCode(500)
         if result is not NOT_DONE_YET and not request.finished:
-            request.write_head(request.code, None, [(b"Content-Type", b"application/json")],
-                               len(result))
+            request.write_head(request.code, None, [b"Content-Type: application/json"],
+                               len(result), hold=True)
             request.write(result)
             request.finish()
 

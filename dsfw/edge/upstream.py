@@ -11,7 +11,6 @@ with backpressure.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import interfaces
@@ -22,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dsfw.edge._twisted import use_large_reads
+from dsfw.edge._twisted import tune_socket, write_now
 from dsfw.errors import UpstreamUnavailable
 
 MAX_RESPONSE_HEAD = 1 << 20
@@ -33,13 +32,33 @@ _FRAMING_HEADERS = frozenset({b"connection", b"transfer-encoding", b"content-len
 HIJACK_CONTENT_TYPES = (b"application/vnd.docker.raw-stream", b"application/vnd.docker.multiplexed-stream")
 
 
-@dataclass(frozen=True)
+# Response headers that describe dockerd's hop, not the answer: never relayed as they came.
+HOP_BY_HOP_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+     b"proxy-connection"}
+)
+
+
 class ResponseHead:
     """Status line and headers of a dockerd response, as received."""
 
-    status: int
-    reason: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
+    __slots__ = ("status", "reason", "headers", "_relayed")
+
+    def __init__(self, status: int, reason: bytes, headers: tuple[tuple[bytes, bytes], ...],
+                 relayed: tuple[list[bytes], int | None] | None = None):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self._relayed = relayed
+
+    def __eq__(self, other):
+        if not isinstance(other, ResponseHead):
+            return NotImplemented
+        return (self.status, self.reason, self.headers) == (other.status, other.reason,
+                                                            other.headers)
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status!r}, {self.reason!r}, {self.headers!r})"
 
     def get(self, name: bytes) -> bytes | None:
         lname = name.lower()
@@ -47,6 +66,23 @@ class ResponseHead:
             if k.lower() == lname:
                 return v
         return None
+
+    def relayed(self) -> tuple[list[bytes], int | None]:
+        """The end-to-end header lines (``Name: value``) a relay forwards, and Content-Length.
+
+        Made while the parser walks the headers anyway; computed here for a
+        head built by hand (a filtered answer's).
+        """
+        if self._relayed is None:
+            lines, length = [], None
+            for name, value in self.headers:
+                lname = name.lower()
+                if lname == b"content-length":
+                    length = int(value)
+                elif lname not in HOP_BY_HOP_RESPONSE:
+                    lines.append(name + b": " + value)
+            self._relayed = (lines, length)
+        return self._relayed
 
     def serialize(self) -> bytes:
         """The head re-written by dsfw, for a hijacked client connection."""
@@ -94,13 +130,14 @@ class DockerConnection(Protocol):
         self._keep_alive = True
         self._body_producer = None
         self.received_any = False
+        self.body_follows = False  # True only while head_received runs with body bytes at hand
         self.reused = False
         self.on_release: Callable[["DockerConnection"], None] | None = None
         self.on_lost: Callable[["DockerConnection"], None] | None = None
         self.splice_peer: Protocol | None = None
 
     def connectionMade(self) -> None:
-        use_large_reads(self.transport)
+        tune_socket(self.transport)
 
     # -- sending -----------------------------------------------------------
 
@@ -120,7 +157,7 @@ class DockerConnection(Protocol):
         self._head_only = head_only
         self._may_hijack = may_hijack
         self.received_any = False
-        self.transport.write(head + body if body else head)
+        write_now(self.transport, head + body if body else head)
         if body_producer is not None:
             self._body_producer = body_producer
             self.transport.registerProducer(body_producer, True)
@@ -202,26 +239,33 @@ class DockerConnection(Protocol):
         if not version.startswith(b"HTTP/1."):
             raise UpstreamProtocolError("dockerd answered with an unknown HTTP version")
         headers = []
+        relayed = []  # end-to-end lines for the client, made in the same walk
         framing: dict[bytes, bytes] = {}  # the headers this parser acts on, lower-cased
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
                 raise UpstreamProtocolError("dockerd sent a malformed header line")
-            name, value = name.strip(), value.strip()
+            name = name.strip()
+            value = value.strip()
             headers.append((name, value))
             lname = name.lower()
             if lname in _FRAMING_HEADERS:
                 if framing.get(lname, value) != value:
                     raise UpstreamProtocolError(f"dockerd sent conflicting {name.decode()} headers")
                 framing[lname] = value
-        head = ResponseHead(status, rest[0] if rest else b"", tuple(headers))
+            if lname not in HOP_BY_HOP_RESPONSE and lname != b"content-length":
+                relayed.append(name + b": " + value)
+        length = framing.get(b"content-length")
+        if length is not None and not length.isdigit():
+            raise UpstreamProtocolError("dockerd sent an invalid Content-Length")
+        head = ResponseHead(status, rest[0] if rest else b"", tuple(headers),
+                            (relayed, int(length) if length is not None else None))
         if 100 <= status < 200 and status != 101:
             return True  # interim response: wait for the real one
         connection = framing.get(b"connection", b"").lower()
         if version == b"HTTP/1.0" or b"close" in connection:
             self._keep_alive = False
         te = framing.get(b"transfer-encoding")
-        length = framing.get(b"content-length")
         if status == 101:
             return self._splice(head)
         if self._head_only or status in _NO_BODY_STATUSES:
@@ -232,8 +276,6 @@ class DockerConnection(Protocol):
             self._framing = "chunked"
             self._chunk_state = "size"
         elif length is not None:
-            if not length.isdigit():
-                raise UpstreamProtocolError("dockerd sent an invalid Content-Length")
             self._remaining = int(length)
             self._framing = "length" if self._remaining else "none"
         else:
@@ -243,7 +285,13 @@ class DockerConnection(Protocol):
             self._framing = "eof"
             self._keep_alive = False
         self._state = "body"
-        self._sink.head_received(head)
+        # The sink may hold the head for the body parsed next from this same read.
+        self.body_follows = self._framing == "none" or (
+            self._framing in ("length", "eof") and bool(self._buf))
+        try:
+            self._sink.head_received(head)
+        finally:
+            self.body_follows = False
         return True
 
     def _parse_body(self) -> bool:

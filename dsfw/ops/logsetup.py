@@ -22,9 +22,15 @@ import logging
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import structlog
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the standard library renders then
+    orjson = None
 
 _BARE = re.compile(r"[A-Za-z0-9_./:@-]+")
 
@@ -178,7 +184,68 @@ def _terminal_output() -> bool:
         return False
 
 
-_json_renderer = structlog.processors.JSONRenderer(sort_keys=True)
+def _json_fallback(value: Any) -> str:
+    return repr(value)
+
+
+def render_json(_logger, _name, event: dict[str, Any]) -> str:
+    """One JSON object, keys sorted, ASCII only (as ``json.dumps`` writes it).
+
+    orjson renders a decision's line in a fraction of the standard library's
+    time; whatever it refuses (lone surrogates, integers beyond 64 bits,
+    non-string keys) or writes beyond ASCII is rendered by ``json.dumps``.
+    """
+    if orjson is not None:
+        try:
+            line = orjson.dumps(event, default=_json_fallback, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            pass
+        else:
+            if line.isascii():
+                return line.decode("ascii")
+    return json.dumps(event, default=_json_fallback, sort_keys=True)
+
+
+_json_renderer = render_json
+
+
+def bounded(render):
+    """``render``, with the event cut by :func:`bound_event` when its line is long.
+
+    A line of at most ``MAX_VALUE_CHARS`` characters is within every bound
+    already; checking the rendered line is cheaper than walking each event
+    (every decision is logged), so only longer ones are bounded and rendered again.
+    """
+    def render_bounded(logger, name, event: dict[str, Any]) -> str:
+        line = render(logger, name, event.copy())
+        if len(line) <= MAX_VALUE_CHARS:
+            return line
+        return render(logger, name, bound_event(logger, name, event))
+    return render_bounded
+
+
+_LEVELS = {"warn": "warning", "exception": "error"}
+_second: list = [-1, ""]
+
+
+def _timestamp() -> str:
+    """``2026-11-29T04:00:00.123456Z``; the date part is formatted once per second."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
+
+
+def stamp(_logger, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: the level and an ISO-8601 UTC timestamp, in one step.
+
+    What ``add_log_level`` and ``TimeStamper(fmt="iso", utc=True)`` add, at a
+    fraction of their cost: every decision is logged, so this runs per request.
+    """
+    event["level"] = _LEVELS.get(name, name)
+    event["timestamp"] = _timestamp()
+    return event
 
 
 def render_auto(logger, name, event: dict[str, Any]) -> str:
@@ -226,11 +293,9 @@ def configure(verbose: bool = False, fmt: str = "auto", direct: bool = True,
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
-            bound_event,
-            renderer,
+            bounded(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO),

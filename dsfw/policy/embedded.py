@@ -203,7 +203,7 @@ class EmbeddedEngine:
         check_package(package)
         policy, cache = self._active(), self._cache
         try:
-            input_json = json.dumps(input_doc, sort_keys=True)
+            input_json = jsoncodec.dumps_input(input_doc)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         cached = cache.get(package, input_json)
@@ -287,7 +287,7 @@ class EmbeddedEngine:
         """The trace of ``data.<package>.<rule>``'s bodies for ``input_doc`` (``dsfw eval --explain``)."""
         check_package(package)
         try:
-            input_json = json.dumps(input_doc, sort_keys=True)
+            input_json = jsoncodec.dumps_input(input_doc)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         return self._active().explainer.explain(package, rule, input_json)
@@ -298,7 +298,7 @@ class EmbeddedEngine:
         For tools (``dsfw learn`` asks the library which image references it checks).
         """
         try:
-            self._active().engine.set_input_json(json.dumps(input_doc, sort_keys=True))
+            self._active().engine.set_input_json(jsoncodec.dumps_input(input_doc))
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         try:  # as JSON: a set of arrays has no Python equivalent
@@ -313,7 +313,7 @@ class EmbeddedEngine:
     def deny_origins(self, input_doc: dict[str, Any]) -> dict[str, list[str]]:
         """Each deny message of any package for ``input_doc``, with the rules (``file:line``) that made it."""
         try:
-            input_json = json.dumps(input_doc, sort_keys=True)
+            input_json = jsoncodec.dumps_input(input_doc)
         except (TypeError, ValueError) as e:
             raise PolicyEngineError(f"policy input cannot be encoded: {e}") from e
         return self._active().explainer.deny_origins(input_json)
