@@ -7,15 +7,18 @@ import statistics
 COLUMNS = {
     "ping_c1": [("p50 µs", "p50_us", "num"), ("p99 µs", "p99_us", "num"),
                 ("added p50 µs", "p50_us", "added"), ("p50 × direct", "p50_us", "ratio"),
-                ("client CPU", "client_cpu", "pct"), ("target CPU", "target_cpu", "pct")],
+                ("client CPU", "client_cpu", "pct"), ("target CPU", "target_cpu", "pct"),
+                ("target CPU µs/req", "target_cpu_us", "num")],
     "ping_c16": [("req/s", "rps", "num"), ("× direct", "rps", "ratio"),
                  ("p50 µs", "p50_us", "num"), ("p99 µs", "p99_us", "num"),
-                 ("client CPU", "client_cpu", "pct"), ("target CPU", "target_cpu", "pct")],
+                 ("client CPU", "client_cpu", "pct"), ("target CPU", "target_cpu", "pct"),
+                 ("target CPU µs/req", "target_cpu_us", "num")],
     "list_c1": [("p50 µs", "p50_us", "num"), ("p99 µs", "p99_us", "num"),
                 ("added p50 µs", "p50_us", "added"), ("p50 × direct", "p50_us", "ratio"),
                 ("req/s", "rps", "num")],
     "create_delete_c4": [("cycles/s", "rps", "num"), ("× direct", "rps", "ratio"),
-                         ("p50 ms", "p50_us", "ms"), ("p99 ms", "p99_us", "ms")],
+                         ("p50 ms", "p50_us", "ms"), ("p99 ms", "p99_us", "ms"),
+                         ("target CPU µs/cycle", "target_cpu_us", "num")],
     "upload": [("MB/s", "mb_s", "num"), ("× direct", "mb_s", "ratio"),
                ("peak RSS MB", "peak_rss_mb", "num")],
     "download": [("MB/s", "mb_s", "num"), ("× direct", "mb_s", "ratio"),
@@ -120,6 +123,13 @@ def goals(summaries, policy=None):
             row(goal, "not measured", None)
         else:
             row(goal, f"{a / b:.3f} × direct ({_fmt(a)} vs {_fmt(b)})", a / b >= limit)
+    cycle, hcycle = d("create_delete_c4", "target_cpu_us"), h("create_delete_c4", "target_cpu_us")
+    if cycle is None:
+        row("create + delete cycle ≤ 800 µs of dsfw CPU", "not measured", None)
+    else:
+        row("create + delete cycle ≤ 800 µs of dsfw CPU",
+            f"{cycle:,.0f} µs" + (f" (HAProxy {hcycle:,.0f} µs)" if hcycle is not None else ""),
+            cycle <= 800)
     small, big = d("upload", "peak_rss_mb"), d("upload_2g", "peak_rss_mb")
     if None in (small, big):
         row("peak RSS, 2 GB upload within 50 MB of the small one", "not measured", None)

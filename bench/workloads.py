@@ -82,7 +82,11 @@ def loadgen(ctx, target, mode, conns, count=10**9, seconds=None, warmup=0, body=
     client = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     out["client_cpu"] = client / wall
     if target.pid:
-        out["target_cpu"] = (tree_cpu_seconds(target.pid) - target_cpu0) / wall
+        used = tree_cpu_seconds(target.pid) - target_cpu0
+        out["target_cpu"] = used / wall
+        done_total = out["requests"] + warmup if out["requests"] else 0
+        if done_total:  # warm-up requests ran inside the same CPU reading
+            out["target_cpu_us"] = used / done_total * 1e6
     if done.stderr.strip():
         out["note"] = done.stderr.strip()[-200:]
     return out
