@@ -5,7 +5,7 @@ Scenario (issue 12): ``GET /containers/json?all=1`` listing 100 containers of
 which the filtering policy shows 50 (by label), and an ``/events`` stream.
 Three targets side by side in one interleaved run: dockerd's own socket,
 dsfw with an allow-all policy (answers relayed unchanged), and dsfw with the
-same policy plus ``visible`` (every item decided, the answer re-serialized).
+same policy plus ``visible`` (every item decided, the visible ones kept).
 The number that matters is each dsfw's *added* latency over direct; the
 goal is filtered <= 2x unfiltered.  Events: each event's arrival on the
 dsfw streams, minus its arrival on the direct stream (all three streams open
@@ -17,9 +17,12 @@ at once), for the events both show.
 ``--in-memory`` drives the real FirewallResource (channel, policy, scope,
 relay, filters) without sockets, with a canned 100-container answer shaped
 like dockerd's: dsfw's own CPU per request, unfiltered and filtered, which on
-a shared machine is a steadier number than socket latencies.  Cold: every
-answer differs (a changed Status each time, nothing remembered); warm: the
-same containers answered again (a dashboard polling).
+a shared machine is a steadier number than socket latencies.  The
+measurements take turns in ``--rounds`` rounds (the median is reported).
+Cold: every answer differs from the one before (a changed Status each time,
+the same containers); warm: the same answer again (a dashboard polling an
+unchanged list); new: every container in the answer is new (nothing to
+remember: the policy decides all 100).
 
 Run on a quiet machine: it is a measurement, not a test (it asserts nothing).
 """
@@ -206,7 +209,7 @@ def _chunked_answer(body: bytes) -> bytes:
     return head + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-def in_memory(n: int, containers: int) -> dict:
+def in_memory(n: int, containers: int, rounds: int = 10) -> dict:
     """dsfw's CPU per filtered and unfiltered list request, and per event line."""
     import io
     from twisted.internet.task import Clock
@@ -224,9 +227,14 @@ def in_memory(n: int, containers: int) -> dict:
 
     request = b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: docker\r\nUser-Agent: bench\r\n\r\n"
     events_request = b"GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n"
-    answers = [_chunked_answer(json.dumps([_entry(i, f"Up {k} seconds") for i in range(containers)],
+    def answer(k: int, first: int = 0) -> bytes:
+        return _chunked_answer(json.dumps([_entry(first + i, f"Up {k} seconds")
+                                           for i in range(containers)],
                                           separators=(",", ":")).encode() + b"\n")
-               for k in range(n)]
+    variants = min(n, 200)
+    answers = [answer(k) for k in range(variants)]
+    # every container new each time: nothing to remember, the policy decides all
+    fresh = [answer(k, containers * (k + 1)) for k in range(variants)]
 
     def build(policy: str):
         workdir = tempfile.mkdtemp(prefix="dsfw-bench-scope-")
@@ -243,21 +251,26 @@ def in_memory(n: int, containers: int) -> dict:
         channel.makeConnection(client)
         return channel, client, pool
 
-    def lists(policy: str, warm: bool) -> float:
+    def lists(policy: str, which: str):
+        """A runner: ``run(count)`` answers ``count`` list requests, returns CPU µs per request."""
         channel, client, pool = build(policy)
-        for k in range(50):
-            channel.dataReceived(request)
-            pool.conn.dataReceived(answers[k % len(answers)])
-            client.clear()
-        start = time.process_time()
-        for k in range(n):
-            channel.dataReceived(request)
-            pool.conn.dataReceived(answers[0 if warm else k])
-            client.clear()
-            pool.conn.transport.clear()
-        return (time.process_time() - start) / n * 1e6
+        k = 0
 
-    def events(policy: str) -> float:
+        def run(count: int) -> float:
+            nonlocal k
+            start = time.process_time()
+            for _ in range(count):
+                channel.dataReceived(request)
+                pool.conn.dataReceived(answers[0] if which == "same" else
+                                       (fresh if which == "new" else answers)[k % variants])
+                client.clear()
+                pool.conn.transport.clear()
+                k += 1
+            return (time.process_time() - start) / count * 1e6
+        run(50)
+        return run
+
+    def events(policy: str):
         channel, client, pool = build(policy)
         channel.dataReceived(events_request)
         pool.conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -272,23 +285,36 @@ def in_memory(n: int, containers: int) -> dict:
                      "scope": "local", "time": 1795983008 + k, "timeNano": 1795983008000000000 + k}
             line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
             lines.append(b"%x\r\n%s\r\n" % (len(line), line))
-        start = time.process_time()
-        for chunk in lines:
-            pool.conn.dataReceived(chunk)
-            client.clear()
-        return (time.process_time() - start) / n * 1e6
+        k = 0
+
+        def run(count: int) -> float:
+            nonlocal k
+            start = time.process_time()
+            for _ in range(count):
+                pool.conn.dataReceived(lines[k % len(lines)])
+                client.clear()
+                k += 1
+            return (time.process_time() - start) / count * 1e6
+        return run
 
     real_stdout = sys.stdout
     sys.stdout = io.StringIO()
     logsetup.configure(verbose=False, direct=False)
     try:
-        result = {"list_unfiltered_us": lists(ALLOW, False),
-                  "list_filtered_cold_us": lists(FILTER, False),
-                  "list_filtered_warm_us": lists(FILTER, True),
-                  "event_unfiltered_us": events(ALLOW),
-                  "event_filtered_us": events(FILTER)}
+        runners = {"list_unfiltered_us": (lists(ALLOW, "changed"), n),
+                   "list_filtered_cold_us": (lists(FILTER, "changed"), n),
+                   "list_filtered_warm_us": (lists(FILTER, "same"), n),
+                   "list_filtered_new_us": (lists(FILTER, "new"), n // 4),
+                   "event_unfiltered_us": (events(ALLOW), n * 10),
+                   "event_filtered_us": (events(FILTER), n * 10)}
+        samples: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(rounds):  # interleaved: a load that comes and goes hits all alike
+            for name, (run, count) in runners.items():
+                samples[name].append(run(max(1, count // rounds)))
+        result = {name: statistics.median(values) for name, values in samples.items()}
     finally:
         sys.stdout = real_stdout
+    result["ratio_new"] = result["list_filtered_new_us"] / result["list_unfiltered_us"]
     result["ratio_cold"] = result["list_filtered_cold_us"] / result["list_unfiltered_us"]
     result["ratio_warm"] = result["list_filtered_warm_us"] / result["list_unfiltered_us"]
     result["ratio_events"] = result["event_filtered_us"] / result["event_unfiltered_us"]
@@ -307,7 +333,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.in_memory:
         sys.path.insert(0, REPO)
-        result = in_memory(args.n, args.containers)
+        result = in_memory(args.n, args.containers, args.rounds)
         print(json.dumps(result, indent=2))
         if args.json:
             with open(args.json, "w") as f:

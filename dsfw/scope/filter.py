@@ -3,10 +3,11 @@
 A filter wraps the relay's response sink (:class:`~dsfw.edge.upstream.ResponseSink`):
 
 - list answers (``GET /containers/json`` ...) and inspect answers are
-  collected (bounded), each item is shown to the policy as ``input.Item`` in
-  one evaluation, and the answer is re-serialized with the visible items only,
-  fields named by ``remove`` taken out, in dockerd's framing (a new
-  ``Content-Length`` when dockerd sent one, chunked otherwise);
+  collected (bounded); a list is split into its items' bytes (:class:`ListAnswer`),
+  the items are shown to the policy as ``input.Item`` in one evaluation, and
+  the answer is written again with the visible items only, each as dockerd
+  wrote it unless ``remove`` names fields to take out, in dockerd's framing
+  (a new ``Content-Length`` when dockerd sent one, chunked otherwise);
 - the event stream stays a stream: each line is decided when it is complete
   and passed on or dropped, in order.
 
@@ -20,6 +21,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
+import msgspec
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
@@ -55,21 +57,24 @@ def _strip(name: Any) -> str:
     return name.lstrip("/") if isinstance(name, str) else ""
 
 
+def _container_item(ident: Any, names: Any, labels: Any, image: Any, image_id: Any) -> dict[str, Any]:
+    # the hot case (GET /containers/json): dockerd's Go types make Names a
+    # list of strings and Labels a map of strings, so no per-value checks
+    names = [n[1:] if n[:1] == "/" else n for n in names] if isinstance(names, list) else []
+    labels = labels if isinstance(labels, dict) else {}
+    return {"Kind": "container", "ID": ident or "", "Name": names[0] if names else "",
+            "Names": names, "Labels": labels,
+            "Owner": owner_of(labels) if OWNER_UID_LABEL in labels else None,
+            "Image": image, "ImageID": image_id}
+
+
 def list_item(kind: str, raw: Any) -> dict[str, Any]:
     """``input.Item`` for one entry of a list answer: the shape of ``input.Target``."""
     if not isinstance(raw, dict):
         return {"Kind": kind, "ID": "", "Name": "", "Names": [], "Labels": {}, "Owner": None}
     if kind == "container":
-        # the hot case (GET /containers/json): dockerd's Go types make Names a
-        # list of strings and Labels a map of strings, so no per-value checks
-        names = raw.get("Names")
-        names = [n[1:] if n[:1] == "/" else n for n in names] if isinstance(names, list) else []
-        labels = raw.get("Labels")
-        labels = labels if isinstance(labels, dict) else {}
-        return {"Kind": kind, "ID": raw.get("Id") or "", "Name": names[0] if names else "",
-                "Names": names, "Labels": labels,
-                "Owner": owner_of(labels) if OWNER_UID_LABEL in labels else None,
-                "Image": raw.get("Image"), "ImageID": raw.get("ImageID")}
+        return _container_item(raw.get("Id"), raw.get("Names"), raw.get("Labels"),
+                               raw.get("Image"), raw.get("ImageID"))
     if kind == "image":
         labels = raw.get("Labels") if isinstance(raw.get("Labels"), dict) else {}
         labels = {k: v for k, v in labels.items() if isinstance(v, str)}
@@ -105,22 +110,163 @@ def remove_fields(doc: Any, fields: tuple[str, ...]) -> Any:
     return doc
 
 
-def _remove(node: Any, parts: list[str]) -> None:
+def _remove(node: Any, parts: list[str]) -> bool:
+    """Whether something was removed."""
     if isinstance(node, list):
+        removed = False
         for element in node:
-            _remove(element, parts)
-        return
+            removed = _remove(element, parts) or removed
+        return removed
     if not isinstance(node, dict):
-        return
+        return False
     if len(parts) == 1:
-        node.pop(parts[0], None)
-        return
-    _remove(node.get(parts[0]), parts[1:])
+        return node.pop(parts[0], _ABSENT) is not _ABSENT
+    return _remove(node.get(parts[0]), parts[1:])
+
+
+_ABSENT = object()
+
+
+def _item_without(raw: msgspec.Raw, fields: tuple[str, ...], names: tuple[bytes, ...]) -> bytes:
+    """A list item without ``fields``: dockerd's bytes when it holds none of them."""
+    data = bytes(raw)
+    if b"\\" not in data and not any(name in data for name in names):
+        return data  # no key spelled as a removed field's first name: nothing to remove
+    try:
+        value = jsoncodec.loads(data)
+    except ValueError:
+        raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
+    removed = False
+    for field in fields:
+        removed = _remove(value, field.split(".")) or removed
+    return jsoncodec.dumps_compact(value) if removed else data
 
 
 def serialize(value: Any) -> bytes:
     """Compact JSON and a newline, as Go's ``json.Encoder`` writes dockerd's answers."""
     return jsoncodec.dumps_compact(value) + b"\n"
+
+
+def without_fields(body: bytes, fields: tuple[str, ...]) -> bytes:
+    """dockerd's JSON ``body`` written again without ``fields`` (an inspect answer)."""
+    try:
+        value = jsoncodec.loads(body)
+    except ValueError:
+        raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
+    return serialize(remove_fields(value, fields))
+
+
+_RAW_NULL = msgspec.Raw(b"null")
+# A list answer, or the object holding one ({"Volumes": [...], "Warnings": ...}).
+_LISTING = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw] | None)
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw] | None)
+_KEY = msgspec.json.Encoder()
+# Memo keys longer than this are replaced by their SHA-256, so a bound in
+# bytes holds enough entries.
+MAX_INLINE_KEY = 1024
+
+
+class _ContainerFields(msgspec.Struct):
+    """What ``input.Item`` of a container list entry is made of, as dockerd wrote it."""
+
+    Id: msgspec.Raw = _RAW_NULL
+    Names: msgspec.Raw = _RAW_NULL
+    Labels: msgspec.Raw = _RAW_NULL
+    Image: msgspec.Raw = _RAW_NULL
+    ImageID: msgspec.Raw = _RAW_NULL
+
+
+_CONTAINER = msgspec.json.Decoder(_ContainerFields)
+_CONTAINERS = msgspec.json.Decoder(list[_ContainerFields])
+
+
+def _container_fields(raw: msgspec.Raw) -> _ContainerFields | None:
+    try:
+        return _CONTAINER.decode(raw)
+    except msgspec.ValidationError:
+        return None
+
+
+class ListAnswer:
+    """A list answer split into its items' bytes, to be written back with only some of them.
+
+    Parsing dockerd's whole answer into Python values cost more than relaying
+    it; here the answer is checked to be JSON (UTF-8 included) and cut at its
+    items without building values, a container entry is read only for the
+    fields ``input.Item`` is made of, and a visible item goes to the client
+    as the bytes dockerd wrote (Go's encoder writes no key twice, so those
+    bytes mean what the policy saw).  :meth:`keys` names each item by the
+    bytes its ``input.Item`` is decoded from, so a memo of visibility by key
+    is exact.  Raises UpstreamUnavailable when the answer is not JSON or not
+    a list.
+    """
+
+    def __init__(self, kind: str, body: bytes):
+        self.kind = kind
+        self._body = body
+        self._holder: dict[str, Any] | None = None
+        self._fields: list[_ContainerFields | None] = []
+        try:
+            if not body.isascii():
+                body.decode("utf-8")  # the splitter does not check UTF-8 inside strings
+            top = _LISTING.decode(body)
+            if isinstance(top, dict) and kind == "volume":
+                self._holder = top
+                top = _ITEMS.decode(top.get("Volumes", _RAW_NULL))
+        except msgspec.ValidationError:
+            raise UpstreamUnavailable(f"dockerd's {kind} list has a shape dsfw cannot filter") from None
+        except ValueError:
+            raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
+        if isinstance(top, dict):
+            raise UpstreamUnavailable(f"dockerd's {kind} list has a shape dsfw cannot filter")
+        self.items: list[msgspec.Raw] | None = top  # None: dockerd's ``null``
+
+    def keys(self) -> list[bytes]:
+        """One key per item: equal keys mean equal ``input.Item``s."""
+        items = self.items or []
+        fields: list[_ContainerFields | None] = [None] * len(items)
+        if self.kind == "container":
+            try:  # every entry an object, as dockerd writes them: one call for all
+                fields = _CONTAINERS.decode(self._body)
+            except msgspec.ValidationError:  # not: each read alone, others keyed whole
+                fields = [_container_fields(raw) for raw in items]
+        self._fields = fields
+        join = b"\0".join
+        # a JSON value holds no NUL byte and never starts with "#": the three
+        # spellings of a key cannot meet
+        keys = [bytes(raw) if f is None else join((f.Id, f.Names, f.Labels, f.Image, f.ImageID))
+                for raw, f in zip(items, fields)]
+        if max(map(len, keys), default=0) > MAX_INLINE_KEY:
+            keys = [k if len(k) <= MAX_INLINE_KEY else b"#" + hashlib.sha256(k).digest()
+                    for k in keys]
+        return keys
+
+    def item(self, i: int) -> dict[str, Any]:
+        """``input.Item`` of item ``i``, decoded from the bytes its key names (after :meth:`keys`)."""
+        fields = self._fields[i]
+        try:
+            if fields is None:
+                return list_item(self.kind, msgspec.json.decode(self.items[i]))
+            decode = msgspec.json.decode
+            return _container_item(decode(fields.Id), decode(fields.Names), decode(fields.Labels),
+                                   decode(fields.Image), decode(fields.ImageID))
+        except msgspec.DecodeError:
+            raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
+
+    def write(self, shown: list[bool] | None, remove: tuple[str, ...] = ()) -> bytes:
+        """The answer with the items whose flag is true (all when ``shown`` is None)."""
+        if self.items is None:
+            return self._body
+        kept = self.items if shown is None else [r for r, s in zip(self.items, shown) if s]
+        if remove:
+            names = tuple(jsoncodec.dumps_compact(f.split(".", 1)[0]) for f in remove)
+            kept = [_item_without(r, remove, names) for r in kept]
+        listed = b"[" + b",".join(kept) + b"]"
+        if self._holder is not None:
+            self._holder["Volumes"] = listed
+            listed = b"{" + b",".join(_KEY.encode(k) + b":" + bytes(v)
+                                      for k, v in self._holder.items()) + b"}"
+        return listed + b"\n"
 
 
 def _is_json(head: ResponseHead) -> bool:
@@ -142,41 +288,97 @@ class _Passthrough:
 
 
 class AnswerMemo:
-    """Filtered answers remembered by ``(request key, SHA-256 of dockerd's answer)``, LRU.
+    """The last filtered answer per request key, with dockerd's answer it was made from; LRU.
 
-    A dashboard polling an unchanged list gets dockerd's same bytes again;
-    only a deterministic policy (PolicyDecision.deterministic) may have its
-    filtered answer reused, and the request key covers the policy revision
-    and the whole input (caller included).  Bounded by bytes; answers above
-    ``max_entry`` bytes are not kept.
+    A dashboard polling an unchanged list gets dockerd's same bytes again:
+    comparing them with the last answer costs a memory compare (a digest of
+    an 83 kB answer cost as much as a tenth of relaying it).  Only a
+    deterministic policy (PolicyDecision.deterministic) may have its filtered
+    answer reused, and the request key covers the policy revision and the
+    whole input (caller included).  Bounded by bytes (dockerd's answer and
+    the filtered one both count); answers above ``max_entry`` bytes are not
+    kept.
     """
 
     def __init__(self, max_bytes: int = 8 << 20, max_entry: int = 1 << 20):
         self._max = max_bytes
         self._max_entry = max_entry
-        self._entries: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
         self.bytes = 0
 
-    def get(self, key: tuple[bytes, bytes]) -> bytes | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
+    @staticmethod
+    def _cost(entry: tuple[bytes, bytes]) -> int:
+        return len(entry[0]) + len(entry[1]) + 128
 
-    def put(self, key: tuple[bytes, bytes], answer: bytes) -> None:
-        if len(answer) > self._max_entry or key in self._entries:
+    def get(self, request_key: bytes, body: bytes) -> bytes | None:
+        """The filtered answer made from exactly ``body`` for this request key, or None."""
+        entry = self._entries.get(request_key)
+        if entry is None or entry[0] != body:
+            return None
+        self._entries.move_to_end(request_key)
+        return entry[1]
+
+    def put(self, request_key: bytes, body: bytes, answer: bytes) -> None:
+        old = self._entries.pop(request_key, None)
+        if old is not None:
+            self.bytes -= self._cost(old)
+        if len(body) + len(answer) > self._max_entry:
             return
-        self._entries[key] = answer
-        self.bytes += len(answer) + 128
+        entry = (body, answer)
+        self._entries[request_key] = entry
+        self.bytes += self._cost(entry)
         while self.bytes > self._max:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= len(old) + 128
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= self._cost(evicted)
+
+
+class ItemMemo:
+    """Visibility of list items by request key and item key (:meth:`ListAnswer.keys`), LRU.
+
+    For deterministic policies only: a changed list (a container's Status
+    moved on) has the policy decide just the items it has not seen.  Items
+    are grouped by request key, so one answer is looked up in one dict;
+    the least recently used request's group goes first, and a group that
+    alone outgrows the bound starts again empty.  Bounded by bytes.
+    """
+
+    ENTRY = 96  # the dict slot and the key object, on the safe side
+
+    def __init__(self, max_bytes: int = 2 << 20):
+        self._max = max_bytes
+        self._groups: OrderedDict[bytes, tuple[dict[bytes, bool], list[int]]] = OrderedDict()
+        self.bytes = 0
+
+    def lookup(self, request_key: bytes, keys: list[bytes]) -> list[bool | None]:
+        group = self._groups.get(request_key)
+        if group is None:
+            return [None] * len(keys)
+        self._groups.move_to_end(request_key)
+        return list(map(group[0].get, keys))
+
+    def remember(self, request_key: bytes, decided: list[tuple[bytes, bool]]) -> None:
+        group = self._groups.get(request_key)
+        if group is None:
+            group = self._groups[request_key] = ({}, [len(request_key) + self.ENTRY])
+            self.bytes += group[1][0]
+        entries, size = group
+        for key, shown in decided:
+            if key not in entries:
+                entries[key] = shown
+                size[0] += len(key) + self.ENTRY
+                self.bytes += len(key) + self.ENTRY
+        if size[0] > self._max:  # one caller's lists alone outgrew the bound
+            self.bytes -= size[0]
+            del self._groups[request_key]
+        while self.bytes > self._max:
+            _, (_, evicted) = self._groups.popitem(last=False)
+            self.bytes -= evicted[0]
 
 
 class JsonAnswerFilter(_Passthrough):
-    """Collects one JSON answer, transforms it (asynchronously), then sends it whole."""
+    """Collects one JSON answer, transforms its bytes (asynchronously), then sends it whole."""
 
-    def __init__(self, inner, transform: Callable[[Any], Awaitable[Any]],
+    def __init__(self, inner, transform: Callable[[bytes], Awaitable[bytes]],
                  max_bytes: int = DEFAULT_MAX_ANSWER,
                  memo: tuple[AnswerMemo, bytes] | None = None):
         super().__init__(inner)
@@ -217,29 +419,19 @@ class JsonAnswerFilter(_Passthrough):
         if self._failed:
             return
         body, self._parts = b"".join(self._parts), []
-        key = None
         if self._memo is not None:
-            memo, request_key = self._memo
-            key = (request_key, hashlib.sha256(body).digest())
-            remembered = memo.get(key)
+            remembered = self._memo[0].get(self._memo[1], body)
             if remembered is not None:
                 self._send(remembered)
                 return
-        d = ensureDeferred(self._filtered(body))
-        if key is not None:
-            d.addCallback(self._remember, key)
+        d = ensureDeferred(self._transform(body))
+        if self._memo is not None:
+            d.addCallback(self._remember, body)
         d.addCallbacks(self._send, self._inner.failed)
 
-    def _remember(self, answer: bytes, key: tuple[bytes, bytes]) -> bytes:
-        self._memo[0].put(key, answer)
+    def _remember(self, answer: bytes, body: bytes) -> bytes:
+        self._memo[0].put(self._memo[1], body, answer)
         return answer
-
-    async def _filtered(self, body: bytes) -> bytes:
-        try:
-            value = jsoncodec.loads(body)
-        except ValueError:
-            raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
-        return serialize(await self._transform(value))
 
     def _send(self, body: bytes) -> None:
         head = self._head

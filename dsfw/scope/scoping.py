@@ -18,13 +18,15 @@ from typing import Any, Callable
 
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
-from dsfw.errors import DsfwError, UpstreamUnavailable
+from dsfw.errors import DsfwError, PolicyEngineError
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
 from dsfw.scope.named import NamedObject, named_object
 from dsfw.scope.target import TargetLookupFailed, TargetResolver, with_object_id
 
+# Visibility of list items by (request input, item key), deterministic policies only.
+ITEM_MEMO_BYTES = 2 << 20
 _DOCKER_IO = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
 
 
@@ -120,6 +122,7 @@ class Scope:
         self.resolver = resolver
         self._engine = engine
         self._memo = answers.AnswerMemo()
+        self._items = answers.ItemMemo(ITEM_MEMO_BYTES)
 
     async def target_of(self, req) -> ScopedRequest:
         """The request with its named object resolved; raises when the lookup fails."""
@@ -165,38 +168,49 @@ class Scope:
         remove = decision.remove
         kind = answers.LIST_KINDS.get(template)
         if kind is not None:
-            memo = None
+            memo = request_key = None
             if decision.deterministic:
                 request_key = hashlib.sha256(decision.revision.encode() + b"\0" + template.encode()
                                              + b"\0" + jsoncodec.dumps_sorted(doc)).digest()
                 memo = (self._memo, request_key)
             return lambda sink, conn: answers.JsonAnswerFilter(
-                sink, lambda value: self._filter_list(kind, value, doc, decision), memo=memo)
+                sink, lambda body: self._filter_list(kind, body, doc, decision, request_key),
+                memo=memo)
         if template in answers.INSPECT_TEMPLATES and remove:
             return lambda sink, conn: answers.JsonAnswerFilter(
-                sink, lambda value: _done(answers.remove_fields(value, remove)))
+                sink, lambda body: _done(answers.without_fields(body, remove)))
         if template == answers.EVENTS_TEMPLATE and decision.filters:
             return lambda sink, conn: answers.EventStreamFilter(
                 sink, lambda event: self._event_visible(event, doc), conn)
         return None
 
-    async def _filter_list(self, kind: str, value: Any, doc: dict[str, Any],
-                           decision: PolicyDecision) -> Any:
-        holder, key = (value, "Volumes") if kind == "volume" and isinstance(value, dict) else (None, None)
-        raw = holder.get(key) if holder is not None else value
-        if raw is None:
-            return value  # "Volumes": null
-        if not isinstance(raw, list):
-            raise UpstreamUnavailable(f"dockerd's {kind} list has a shape dsfw cannot filter")
-        if decision.filters:
-            flags = await self._engine.visible(AUTHZ, doc, [answers.list_item(kind, r) for r in raw])
-            raw = [r for r, shown in zip(raw, flags) if shown]
-        if decision.remove:
-            answers.remove_fields(raw, decision.remove)
-        if holder is not None:
-            holder[key] = raw
-            return holder
-        return raw
+    async def _filter_list(self, kind: str, body: bytes, doc: dict[str, Any],
+                           decision: PolicyDecision, request_key: bytes | None) -> bytes:
+        listing = answers.ListAnswer(kind, body)
+        shown = None
+        if decision.filters and listing.items:
+            shown = await self._list_visible(listing, doc, request_key)
+        return listing.write(shown, decision.remove)
+
+    async def _list_visible(self, listing: answers.ListAnswer, doc: dict[str, Any],
+                            request_key: bytes | None) -> list[bool]:
+        """Each item's visibility: remembered by item key for a deterministic policy
+        (``request_key`` set), the others decided in one evaluation."""
+        keys = listing.keys()
+        if request_key is None:
+            shown: list[bool | None] = [None] * len(keys)
+        else:
+            shown = self._items.lookup(request_key, keys)
+        todo = [i for i, flag in enumerate(shown) if flag is None]
+        if todo:
+            flags = await self._engine.visible(AUTHZ, doc, [listing.item(i) for i in todo])
+            if len(flags) != len(todo):
+                raise PolicyEngineError("the engine decided a different number of items than asked")
+            for i, flag in zip(todo, flags):
+                shown[i] = flag is True
+            if request_key is not None:
+                self._items.remember(request_key, [(keys[i], shown[i]) for i in todo])
+        return shown
 
     async def _event_visible(self, event: Any, doc: dict[str, Any]) -> bool:
         item = answers.event_item(event)
