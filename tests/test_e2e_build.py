@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir,
-                         raw_request, requires_docker, unique_name)
+                         raw_request, requires_docker, split_responses, unique_name)
 from tests.test_e2e_policy import ALLOW_ALL_V1, http, message, opa_servers  # noqa: F401 (fixture)
 
 pytestmark = requires_docker
@@ -440,3 +440,52 @@ def test_dry_run_relays_a_build_the_build_policy_denies(dsfw_factory, tmp_path, 
     would_deny = [line for line in proc.log_text().splitlines()
                   if "policy.dry_run_would_deny" in line]
     assert any("data.docker.build.allow" in line for line in would_deny), proc.log_text()
+
+
+def _build_decisions(log_text: str) -> list[str]:
+    """The ``query`` of every logged decision on a build request, in order."""
+    return [line.split(" query=", 1)[1].split()[0] for line in log_text.splitlines()
+            if "policy.decision" in line and " path=/v1.41/build " in line]
+
+
+@pytest.mark.parametrize("build_allowed", [True, False])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_build_is_one_decision_per_policy_and_keeps_the_connection(
+        dsfw_factory, tmp_path, builds, build_allowed, chunked):
+    """An allowed request's early check (made before the context is read) is not a second
+    logged decision; after the build's answer the connection serves the next request."""
+    build_rule = "allow := true" if build_allowed else "allow := false"
+    proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL_V1,
+                                              "build.rego": f"package docker.build\n{build_rule}\n"}))
+    tag = builds.tag()
+    body = context_tar({"Dockerfile": GOOD_DOCKERFILE, "pad": os.urandom(300_000)})
+    if chunked:
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                          for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
+        head = b"Transfer-Encoding: chunked\r\n"
+    else:
+        framed, head = body, b"Content-Length: %d\r\n" % len(body)
+    request = (b"POST /v1.41/build?t=%s HTTP/1.1\r\nHost: docker\r\n"
+               b"Content-Type: application/x-tar\r\n%s\r\n%s" % (tag.encode(), head, framed))
+    ping = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
+    answers = split_responses(raw_request(proc.socket, request + ping, responses=2,
+                                          timeout=BUILD_TIMEOUT))
+    assert len(answers) == 2, answers
+    build, pong = answers
+    assert build.startswith(b"HTTP/1.1 200" if build_allowed else b"HTTP/1.1 403"), build[:300]
+    assert pong.startswith(b"HTTP/1.1 200") and pong.endswith(b"OK"), pong
+    assert image_exists(tag) is build_allowed
+    decisions = _build_decisions(proc.log_text())
+    assert decisions == ["data.docker.authz.allow", "data.docker.build.allow"], decisions
+
+
+def test_a_build_refused_by_authz_is_decided_once_before_its_context(dsfw_factory, tmp_path,
+                                                                     builds):
+    proc = dsfw_factory(policy_dir(tmp_path, {
+        "authz.rego": "package docker.authz\nallow if not input.PathPlain == \"/build\"\n",
+        "build.rego": "package docker.build\nallow := true\n"}))
+    tag = builds.tag()
+    done = post_build(proc.socket, f"t={tag}", context_tar({"Dockerfile": GOOD_DOCKERFILE}))
+    assert done[0] == 403, done
+    assert _build_decisions(proc.log_text()) == ["data.docker.authz.allow"]
+    assert not image_exists(tag)

@@ -163,7 +163,8 @@ class FirewallResource(Resource):
                 async def open_context():
                     # The request alone may already be refused: then no context byte is
                     # read.  The decision that allows is taken on what dockerd receives.
-                    await self._decide(bound, AUTHZ, await self._document(req, peer), started)
+                    await self._decide(bound, AUTHZ, await self._document(req, peer), started,
+                                       precheck=True)
                     nonlocal feed
                     feed = BodyFeed(self._clock, request.body_producer(None, "")).start()
                     return feed
@@ -271,7 +272,13 @@ class FirewallResource(Resource):
         return request.body_producer(self._max_stream_body, "--max-stream-body")
 
     async def _decide(self, bound, package: str, doc: dict[str, Any], started: float,
-                      scoped=None):
+                      scoped=None, precheck: bool = False):
+        """The policy's decision on ``doc``: logged, recorded, raised as Forbidden when denied.
+
+        A ``precheck`` (a build's request before its context is read, so a refused
+        one costs no upload) is only logged and recorded when it denies: the
+        decision that allows is the one taken on what dockerd receives.
+        """
         query = f"data.{package}.allow"
         if self._verbose:
             bound.debug("policy.query", query=query, input=redacted_input(doc))
@@ -287,6 +294,10 @@ class FirewallResource(Resource):
             bound.warning("policy.dry_run_would_deny", query=query,
                           error=scrub(error_response(e)[1], secret_values(doc)))
             return None
+        if precheck and decision.allowed:
+            bound.debug("policy.precheck", query=query, allowed=True,
+                        revision=decision.revision)
+            return decision
         if decision.reasons and not _worded_by_dsfw(decision):
             # a deny message may quote the input: what leaves dsfw never holds its secrets
             secrets = secret_values(doc)
