@@ -32,6 +32,8 @@ from dsfw.policy.bundle_service import DEFAULT_POLL_INTERVAL, BundleService, loc
 from dsfw.policy.embedded import EmbeddedEngine, PolicyLoadError
 from dsfw.policy.watch import DEFAULT_INTERVAL, PolicyWatcher
 from dsfw.ops.recorder import InputRecorder
+from dsfw.offload.client import (DEFAULT_MAX_WAITING_BYTES, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT,
+                                 BodyWorker)
 from dsfw.edge.relay import Relay
 from dsfw.edge.resource import DEFAULT_MAX_JSON_BODY, DEFAULT_MAX_STREAM_BODY, FirewallResource
 from dsfw.edge.server import IDLE_TIMEOUT, FirewallSite
@@ -181,6 +183,15 @@ class Options(usage.Options):
          "POST every decision, in OPA's decision-log format (gzip JSON batches), to this URL."],
         ["decision-log-buffer-size", None, DEFAULT_BUFFER_BYTES,
          "Bytes of decision events kept while the collector is slow or down (oldest dropped).",
+         _positive(int)],
+        ["body-worker-threshold", None, DEFAULT_THRESHOLD,
+         "JSON bodies of at least this many bytes are parsed and decided in a worker "
+         "process, so other clients are not held up (0: always in dsfw's own process).", int],
+        ["body-worker-timeout", None, DEFAULT_TIMEOUT,
+         "Seconds the body worker may take on one step before the request is denied "
+         "and the worker replaced.", _positive(float)],
+        ["body-worker-queue", None, DEFAULT_MAX_WAITING_BYTES,
+         "Bytes of large bodies that may wait for the body worker; more are refused (503).",
          _positive(int)],
         ["drain-timeout", None, 10.0,
          "On stop, seconds to let in-flight requests and attach/exec sessions finish.",
@@ -410,6 +421,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
                                    dry_run=bool(options["dry-run"]),
                                    max_buffer_bytes=options["decision-log-buffer-size"])
         metrics.add_source(decision_log.metrics_lines)
+    body_worker = None
+    if options["body-worker-threshold"] > 0:
+        body_worker = BodyWorker(reactor, engine, threshold=options["body-worker-threshold"],
+                                 timeout=options["body-worker-timeout"],
+                                 max_waiting_bytes=options["body-worker-queue"])
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"],
         max_stream_body=options["max-stream-body"], peer_identity=peer_identity,
@@ -419,7 +435,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         if options["record-dir"] else None, decision_log=decision_log,
         admin_endpoints=AdminEndpoints(pool, engine, metrics, reactor,
                                        bundle_status=bundle.status if bundle else None),
-        scope=scope)
+        scope=scope, body_worker=body_worker)
     site = make_site(resource, reactor, fit_fd_limit(options["max-connections"]))
 
     top = MultiService()
@@ -428,6 +444,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if decision_log is not None:  # before _Lifecycle: it stops after requests drained
         decision_log.setServiceParent(top)
     _Lifecycle(options, engine, pool, resource).setServiceParent(top)
+    if body_worker is not None:
+        body_worker.setServiceParent(top)
     watcher.setServiceParent(top)
     if bundle is not None:
         bundle.setServiceParent(top)

@@ -24,18 +24,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from dsfw import routes
-from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound,
+from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PolicyEngineError,
                          ShuttingDown, error_body, error_response)
 from dsfw.input.request import CanonicalRequest, canonical_head, input_document, with_body
 from dsfw.edge.feed import BodyFeed
 from dsfw.edge.inflight import InFlight
 from dsfw.edge.peer import connection_identified, peer_log_fields
 from dsfw.ops.metrics import Metrics
-from dsfw.input.redact import redacted_input, redacted_query, scrub, secret_values
+from dsfw.input.redact import (redacted_input, redacted_query, scrub, scrubbed_decision,
+                               secret_values)
 from dsfw.build.gate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.edge.relay import Relay
-from dsfw.scope.scoping import HiddenObject
+from dsfw.scope.scoping import HiddenObject, missing_message
 
 log = structlog.get_logger("dsfw")
 
@@ -74,13 +75,6 @@ def _exposed(req: CanonicalRequest | None) -> dict[str, Any] | None:
             "Headers": dict(req.headers), "Body": req.body}
 
 
-def _worded_by_dsfw(decision) -> bool:
-    """A denial whose only reason is dsfw's own "allow was false/undefined" (quotes no input)."""
-    words = tuple(f"request denied by policy data.{decision.package}.allow ({value})"
-                  for value in ("false", "undefined"))
-    return all(r.startswith(words) for r in decision.reasons)
-
-
 def _write_answer(request, status: int, content_type: bytes, body: bytes) -> None:
     """A complete answer from dsfw itself (errors, its own endpoints)."""
     request.write_head(status, None, [b"Content-Type: " + content_type], len(body), hold=True)
@@ -99,7 +93,7 @@ class FirewallResource(Resource):
                  peer_identity: Callable[[Any], dict | None] | None = None,
                  dry_run: bool = False, clock=None, admin_endpoints=None,
                  metrics: Metrics | None = None, verbose: bool = True, recorder=None,
-                 scope=None, decision_log=None):
+                 scope=None, decision_log=None, body_worker=None):
         super().__init__()
         self._engine = engine
         self._relay = relay
@@ -112,6 +106,7 @@ class FirewallResource(Resource):
         self._recorder = recorder
         self._scope = scope  # dsfw.scope.Scope: input.Target and filtered answers
         self._decision_log = decision_log  # dsfw.ops.decisionlog.DecisionLog: ships decisions
+        self._body_worker = body_worker  # dsfw.offload.client.BodyWorker: large JSON bodies
         self._ids = itertools.count(1)
         self._admin = admin_endpoints
         self.metrics = metrics if metrics is not None else Metrics()
@@ -144,6 +139,7 @@ class FirewallResource(Resource):
         req = None
         outcome = None  # counted once, when the request is over
         doc = None
+        job = answer = volumes = None  # a large body's way through the body worker
         try:
             if self.inflight.draining:
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
@@ -178,15 +174,26 @@ class FirewallResource(Resource):
             elif body_kind == routes.STREAM:
                 stream = self._stream_of(request)  # read only after the decision
             elif body_kind == routes.JSON:
-                raw = await request.read_body(self._max_json_body, "--max-json-body")
-                req = with_body(req, raw, self._max_json_body)
+                parts = await request.read_body_parts(self._max_json_body, "--max-json-body")
+                if self._offloads(req, parts):  # parsed and decided in the body worker
+                    job = self._body_worker.job(req, parts, self._max_json_body)
+                    volumes = await job.parse()
+                else:
+                    req = with_body(req, b"".join(parts), self._max_json_body)
             scoped = None
             if self._scope is not None:
                 # the policy sees the path as written and the object's identity;
                 # dockerd gets the same object by its ID
-                scoped = await self._scope.target_of(req)
-            doc = input_document(req, peer=peer, extra=scoped and scoped.fields)
-            decision = await self._decide(bound, AUTHZ, doc, started, scoped)
+                scoped = await self._scope.target_of(req, volumes)
+            if job is None:
+                doc = input_document(req, peer=peer, extra=scoped and scoped.fields)
+                decision = await self._decide(bound, AUTHZ, doc, started, scoped)
+            else:
+                answer = await job.decide(peer, scoped, self._scope is not None)
+                decision = await self._decide(bound, AUTHZ, None, started, scoped, answer=answer)
+                req, stream = answer.forward(req), answer.body_producer()
+                if scoped is not None:
+                    scoped = dataclasses.replace(scoped, forward=answer.forward(scoped.forward))
             if build_fields is not None:
                 await self._decide(bound, BUILD, {**doc, **build_fields}, started)
             outcome = "allowed"
@@ -196,7 +203,7 @@ class FirewallResource(Resource):
             forward, answer_filter = req, None
             if scoped is not None:
                 forward = scoped.forward
-                if decision is not None:
+                if decision is not None and answer is None:  # the worker stamped its body
                     forward = self._scope.stamp(decision, forward)
                     answer_filter = self._scope.answer_filter(decision, doc, forward)
             may_hijack = req.route.hijack
@@ -223,6 +230,8 @@ class FirewallResource(Resource):
             self.inflight.end(token)
             if outcome is not None:
                 self.metrics.count(outcome, *((req.method, req.route) if req else ()))
+            if job is not None:
+                job.close()
             if feed is not None:
                 feed.close()
             if context is not None:
@@ -271,51 +280,69 @@ class FirewallResource(Resource):
             return None
         return request.body_producer(self._max_stream_body, "--max-stream-body")
 
-    async def _decide(self, bound, package: str, doc: dict[str, Any], started: float,
-                      scoped=None, precheck: bool = False):
-        """The policy's decision on ``doc``: logged, recorded, raised as Forbidden when denied.
+    def _offloads(self, req: CanonicalRequest, parts: list[bytes]) -> bool:
+        """Whether a JSON body goes to the body worker (dsfw.offload): a large one, when
+        nothing here needs its parsed input (a recorder, decision log or --verbose)."""
+        return (self._body_worker is not None and self._recorder is None
+                and self._decision_log is None and not self._verbose
+                and self._body_worker.wants(req, sum(map(len, parts))))
+
+    async def _decide(self, bound, package: str, doc: dict[str, Any] | None, started: float,
+                      scoped=None, precheck: bool = False, answer=None):
+        """The policy's decision on ``doc``: logged, recorded, raised as Forbidden when denied;
+        or the body worker's ``answer`` on it, taken the same way.
 
         A ``precheck`` (a build's request before its context is read, so a refused
         one costs no upload) is only logged and recorded when it denies: the
         decision that allows is the one taken on what dockerd receives.
         """
         query = f"data.{package}.allow"
-        if self._verbose:
-            bound.debug("policy.query", query=query, input=redacted_input(doc))
-        try:
-            decision = await self._engine.decide(package, doc)
-        except Exception as e:
+        if answer is not None:  # the same steps, taken in the worker (dsfw.offload.jobs)
+            decision, url_query = answer.decision, answer.url_query
+            if decision is None:
+                if not self._dry_run:
+                    raise PolicyEngineError(answer.engine_error)
+                bound.warning("policy.dry_run_would_deny", query=query,
+                              error=PolicyEngineError(answer.engine_error).client_message())
+                return None
+        else:
+            if self._verbose:
+                bound.debug("policy.query", query=query, input=redacted_input(doc))
+            try:
+                decision = await self._engine.decide(package, doc)
+            except Exception as e:
+                if self._decision_log is not None:
+                    self._decision_log.record_failure(
+                        package, doc, scrub(error_response(e)[1], secret_values(doc)),
+                        self._engine.revision())
+                if not self._dry_run:
+                    raise
+                bound.warning("policy.dry_run_would_deny", query=query,
+                              error=scrub(error_response(e)[1], secret_values(doc)))
+                return None
+            if precheck and decision.allowed:
+                bound.debug("policy.precheck", query=query, allowed=True,
+                            revision=decision.revision)
+                return decision
+            decision = scrubbed_decision(decision, doc)
+            if self._recorder is not None:
+                self._recorder.record(doc, decision)
             if self._decision_log is not None:
-                self._decision_log.record_failure(
-                    package, doc, scrub(error_response(e)[1], secret_values(doc)),
-                    self._engine.revision())
-            if not self._dry_run:
-                raise
-            bound.warning("policy.dry_run_would_deny", query=query,
-                          error=scrub(error_response(e)[1], secret_values(doc)))
-            return None
-        if precheck and decision.allowed:
-            bound.debug("policy.precheck", query=query, allowed=True,
-                        revision=decision.revision)
-            return decision
-        if decision.reasons and not _worded_by_dsfw(decision):
-            # a deny message may quote the input: what leaves dsfw never holds its secrets
-            secrets = secret_values(doc)
-            decision = dataclasses.replace(
-                decision, reasons=tuple(scrub(r, secrets) for r in decision.reasons))
-        if self._recorder is not None:
-            self._recorder.record(doc, decision)
-        if self._decision_log is not None:
-            self._decision_log.record(doc, decision)
+                self._decision_log.record(doc, decision)
+            url_query = redacted_query(doc)
         bound.info("policy.decision", query=query, allowed=decision.allowed,
                    reasons=list(decision.reasons), engine=decision.engine,
-                   revision=decision.revision,
-                   url_query=redacted_query(doc),
+                   revision=decision.revision, url_query=url_query,
                    ms=round((time.perf_counter() - started) * 1000, 3))
         if scoped is not None:
             # before a denial: a hidden object is missing, not forbidden
             try:
-                await self._scope.check_visible(decision, doc, scoped)
+                if answer is None:
+                    await self._scope.check_visible(decision, doc, scoped)
+                elif answer.visible_error is not None:
+                    raise PolicyEngineError(answer.visible_error)
+                elif answer.shown is False:
+                    raise HiddenObject(missing_message(scoped.named))
             except HiddenObject:
                 if not self._dry_run:
                     raise

@@ -105,9 +105,14 @@ class ServerRequest:
 
     def read_body(self, limit: int, option: str) -> Deferred:
         """The whole body in memory, or a 413 failure as soon as it passes ``limit``."""
+        return self.read_body_parts(limit, option).addCallback(b"".join)
+
+    def read_body_parts(self, limit: int, option: str) -> Deferred:
+        """:meth:`read_body` as the pieces that arrived: a large body handed on as it
+        is (dsfw.offload) is never joined, which would hold the reactor for one copy."""
         collector = _Collector()
         d = self.body_producer(limit, option).startProducing(collector)
-        return d.addCallback(lambda _: b"".join(collector.parts))
+        return d.addCallback(lambda _: collector.parts)
 
     # -- response ------------------------------------------------------------
 

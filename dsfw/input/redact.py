@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 import re
@@ -492,6 +493,24 @@ def secret_values(doc: dict[str, Any]) -> frozenset[str]:
     redaction.document()
     values = {v for v in redaction.found if len(v) >= MIN_SCRUB and v != MARK}
     return frozenset(values | {quote(v, safe="") for v in values})  # as they appear in Path
+
+
+def _worded_by_dsfw(decision: Any) -> bool:
+    """A denial whose only reason is dsfw's own "allow was false/undefined" (quotes no input)."""
+    words = tuple(f"request denied by policy data.{decision.package}.allow ({value})"
+                  for value in ("false", "undefined"))
+    return all(r.startswith(words) for r in decision.reasons)
+
+
+def scrubbed_decision(decision: Any, doc: dict[str, Any]) -> Any:
+    """A :class:`dsfw.policy.PolicyDecision` whose deny messages hold none of ``doc``'s secrets.
+
+    A deny message may quote the input: what leaves dsfw never holds its secrets.
+    """
+    if not decision.reasons or _worded_by_dsfw(decision):
+        return decision
+    secrets = secret_values(doc)
+    return dataclasses.replace(decision, reasons=tuple(scrub(r, secrets) for r in decision.reasons))
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -61,6 +61,11 @@ class PolicyEngine(Protocol):
         """An identifier of the policy set in force (for logs and health)."""
         ...
 
+    def policy_sources(self) -> Any:
+        """The policy set in force as :class:`dsfw.policy.loader.PolicySources`, for a body
+        worker process to compile and decide with (dsfw.offload); None when it cannot."""
+        ...
+
     def reload(self) -> bool:
         """Re-read what the engine depends on (SIGHUP); False keeps what is in force."""
         ...

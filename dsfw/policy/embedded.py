@@ -26,7 +26,8 @@ from dsfw.policy import AUTHZ, PolicyDecision
 from dsfw.policy.explain import Explanation
 from dsfw.policy.decision_cache import (DEFAULT_SIZE, DecisionCache, VisibilityCache,
                                         is_deterministic)
-from dsfw.policy.loader import LoadedPolicy, PolicyLoadError, fingerprint, load_policy_dir
+from dsfw.policy.loader import (LoadedPolicy, PolicyLoadError, PolicySources, fingerprint,
+                               load_policy_dir)
 from dsfw.policy.rego_source import describe_regorus_error
 from dsfw.policy.verdict import (SCOPE_RULES, UNDEFINED, check_package, make_decision,
                                  scope_fields, visible_flags, visible_query)
@@ -153,6 +154,10 @@ class EmbeddedEngine:
             raise PolicyEngineError("no policy bundle has been activated yet")
         return self._policy
 
+    def policy_sources(self) -> PolicySources | None:
+        """The policy set in force as sources a body worker compiles (None before a bundle came)."""
+        return self._policy.sources if self._policy is not None else None
+
     def revision(self) -> str:
         """A short hash of the loaded files' names and contents, or the bundle's revision."""
         return self._policy.revision if self._policy is not None else ""
@@ -234,6 +239,12 @@ class EmbeddedEngine:
             remove = _rule_value(policy, f"data.{AUTHZ}.remove")
         return replace(decision, filters="visible" in rules, deterministic=policy.deterministic,
                        **scope_fields(AUTHZ, labels, remove))
+
+    def release_input(self) -> None:
+        """Let go of the last input, which regorus keeps until the next one (a body
+        worker's was a whole large body)."""
+        if self._policy is not None:
+            self._policy.engine.set_input_json("{}")
 
     def visible_items(self, package: str, input_doc: dict[str, Any],
                       items: list[dict[str, Any]]) -> list[bool]:

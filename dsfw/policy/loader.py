@@ -66,6 +66,9 @@ class LoadedPolicy:
     # found once per load by the engine, so a policy without them costs nothing.
     scope_rules: frozenset[str] = frozenset()
     deterministic: bool = False  # no built-in that looks beyond input and data
+    # What compile_policy was given (root, files, roots), so a body worker process
+    # (dsfw.offload) compiles exactly this set under the same revision.
+    sources: "PolicySources | None" = None
     _explainer: Any = None
 
     @property
@@ -74,6 +77,19 @@ class LoadedPolicy:
         if self._explainer is None:
             self._explainer = Explainer(self.engine)
         return self._explainer
+
+
+@dataclass(frozen=True)
+class PolicySources:
+    """The input of :func:`compile_policy` for one revision: compiling it again gives the same set."""
+
+    root: str
+    contents: tuple[tuple[str, bytes], ...]
+    revision: str
+    roots: tuple[str, ...] | None = None
+
+    def compile(self) -> LoadedPolicy:
+        return compile_policy(self.root, dict(self.contents), self.revision, self.roots)
 
 
 # A subdirectory holding this file is not loaded with its parent: it is a
@@ -252,7 +268,9 @@ def compile_policy(root: str, contents: dict[str, bytes], revision: str,
             raise PolicyLoadError(
                 f"data files under {root}: {describe_regorus_error(e)}", root
             ) from e
-    return LoadedPolicy(engine, revision, tuple(modules), tuple(data_files))
+    return LoadedPolicy(engine, revision, tuple(modules), tuple(data_files),
+                        sources=PolicySources(root, tuple(contents.items()), revision,
+                                              None if roots is None else tuple(roots)))
 
 
 def _under_roots(path: list[str], roots: tuple[str, ...]) -> bool:

@@ -174,6 +174,10 @@ class OpaEngine:
         """OPA holds the policy; this names where it is asked."""
         return f"opa {self._url}"
 
+    def policy_sources(self) -> None:
+        """OPA holds the policy: no body worker can compile it."""
+        return None
+
     def reload(self) -> bool:
         """Re-read the token file (wire to SIGHUP with the embedded engine's reload)."""
         if not self._token_file:

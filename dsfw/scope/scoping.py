@@ -124,11 +124,15 @@ class Scope:
         self._memo = answers.AnswerMemo()
         self._items = answers.ItemMemo(ITEM_MEMO_BYTES)
 
-    async def target_of(self, req) -> ScopedRequest:
-        """The request with its named object resolved; raises when the lookup fails."""
+    async def target_of(self, req, volumes: list[str] | None = None) -> ScopedRequest:
+        """The request with its named object resolved; raises when the lookup fails.
+
+        ``volumes`` are its body's named volumes when the body was parsed elsewhere
+        (a body worker: ``req`` is then its head); None reads them from ``req``.
+        """
         named = named_object(req.method, req.route)
         if named is None:
-            volumes = named_volumes(req)
+            volumes = named_volumes(req) if volumes is None else volumes
             if not volumes:
                 return ScopedRequest(req)
             # a create mounting named volumes: whose they are (input.Volumes)
