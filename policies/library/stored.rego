@@ -6,10 +6,13 @@
 # on dockerd's socket, by a caller exempt from a policy, or before a rule was
 # added. Starting it, or `docker exec`/`attach` into it, gives the caller
 # those privileges -- a privileged container's shell is the host's root.
+# Copying files into it (docker cp) lets it run the caller's code with them,
+# and a restart policy (docker update --restart) lets dockerd start it later.
 # So for POST /containers/{id}/start, /restart, /exec, /attach,
-# GET /containers/{id}/attach/ws and POST /exec/{id}/start, the privileged
-# and namespaces policies decide the stored HostConfig as if it were a create
-# by this caller (their exempt settings apply). An exec instance is made by
+# GET /containers/{id}/attach/ws, POST /exec/{id}/start,
+# PUT /containers/{id}/archive and an update that sets a restart policy, the
+# privileged and namespaces policies decide the stored HostConfig as if it
+# were a create by this caller (their exempt settings apply). An exec instance is made by
 # one request and started by another, by anyone who knows its ID (listed in
 # the container's ExecIDs): at POST /exec/{id}/start its stored process
 # (privileged, user) is judged by the privileged and users policies as if this
@@ -53,6 +56,22 @@ _container := t if {
 _host_config := {k: v | some k, v in _container.HostConfig; v != null; k != "CgroupnsMode"}
 
 _act := _acts[input.Route]
+
+# Writing into its filesystem (docker cp, PUT /containers/{id}/archive) puts
+# the caller's code where the container will run it with its privileges: an
+# agent's binary, a script it runs, a file its next start executes.
+_act := "copy files into it" if {
+	input.Method == "PUT"
+	input.Route == "/containers/{id}/archive"
+}
+
+# A restart policy makes dockerd start the container on its own: when it
+# exits, and at the next daemon start even if it never ran.
+_act := "have dockerd restart it on its own" if {
+	input.Method == "POST"
+	input.Route == "/containers/{id}/update"
+	not object.get(input.Body, ["RestartPolicy", "Name"], "") in {"", "no"}
+}
 
 # dsfw's capability spelling (input.CapAdd), for the stored names as sent.
 _cap(c) := u if {

@@ -199,3 +199,28 @@ test_stored_settings_without_one_spelling_are_refused if {
 	_deny(inp, {}) == {"container web was created with settings dsfw cannot read in one spelling, so you may not start it: HostConfig.Devices[0]: not clean"}
 	count(_deny(object.union(inp, {"Route": "/containers/{id}/stop"}), {})) == 0
 }
+
+# docker cp into it runs the caller's files with its privileges; reading from it does not.
+test_copying_into_a_privileged_container_is_refused if {
+	inp := object.union(_on("/containers/{id}/archive", "/containers/web/archive", {"CapAdd": ["SYS_ADMIN"]}), {"Method": "PUT"})
+	d := _deny(inp, {})
+	count(d) == 1
+	some msg in d
+	startswith(msg, "container web was created with settings you may not use, so you may not copy files into it: capability CAP_SYS_ADMIN is not allowed")
+	count(_deny(object.union(inp, {"Method": "GET"}), {})) == 0
+	count(_deny(object.union(inp, {"Method": "HEAD"}), {})) == 0
+	count(_deny(_on("/containers/{id}/archive", "/containers/web/archive", {"CapAdd": null}), {})) == 0
+}
+
+# A restart policy lets dockerd start it later without asking; other updates pass.
+test_restart_policy_for_a_privileged_container_is_refused if {
+	on := _on("/containers/{id}/update", "/containers/web/update", {"Privileged": true})
+	every name in ["always", "unless-stopped", "on-failure"] {
+		d := _deny(object.union(on, {"Body": {"RestartPolicy": {"Name": name}}}), {})
+		some msg in d
+		startswith(msg, "container web was created with settings you may not use, so you may not have dockerd restart it on its own: privileged containers are not allowed")
+	}
+	count(_deny(object.union(on, {"Body": {"RestartPolicy": {"Name": "no"}}}), {})) == 0
+	count(_deny(object.union(on, {"Body": {"CpuShares": 512}}), {})) == 0
+	count(_deny(object.union(_on("/containers/{id}/update", "/containers/web/update", {}), {"Body": {"RestartPolicy": {"Name": "always"}}}), {})) == 0
+}

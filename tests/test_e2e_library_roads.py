@@ -1,0 +1,87 @@
+"""Roads to host root found by red-teaming the library, end to end.
+
+Each test drives a real dsfw, composed from the library as docs/library.md
+says, in front of the real dockerd, and judges by what dockerd stored or did
+(checked on its own socket), not by dsfw's answer alone.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, requires_docker, unique_name
+from tests.test_e2e_library import (_api, cleanup, defaults, direct, ok,  # noqa: F401 (fixtures)
+                                    refused)
+
+pytestmark = requires_docker
+
+
+def _tar(name: str, text: str, mode: int = 0o755) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), mode
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _put_archive(sock: str, container: str, payload: bytes) -> tuple[int, bytes]:
+    from dsfw.testing.e2e import raw_request
+
+    reply = raw_request(sock, (f"PUT /v1.41/containers/{container}/archive?path=/ HTTP/1.1\r\n"
+                               "Host: d\r\nConnection: close\r\nContent-Type: application/x-tar\r\n"
+                               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload,
+                        responses=1)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), rest
+
+
+def test_files_cannot_be_copied_into_a_container_made_beside_dsfw(defaults, cleanup, tmp_path):
+    """docker cp into a container whose privileges the caller may not use runs the caller's code
+    with them: the admin's agent (made on dockerd's socket with CAP_SYS_ADMIN and a restart
+    policy) runs whatever /agent.sh is. Refused like docker exec; nothing lands in it."""
+    agent = cleanup("container", unique_name())
+    ok(direct("run", "-d", "--name", agent, "--restart", "always", "--cap-add", "SYS_ADMIN",
+              TEST_IMAGE, "sh", "-c",
+              "while true; do [ -x /agent.sh ] && /agent.sh; sleep 0.2; done"))
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\ngrep CapEff /proc/self/status > /proof\n")
+    script.chmod(0o755)
+    refused(docker_cli(defaults.socket, "cp", str(script), f"{agent}:/agent.sh"),
+            f"container {agent} was created with settings you may not use, so you may not "
+            "copy files into it: capability CAP_SYS_ADMIN is not allowed")
+    status, answer = _put_archive(defaults.socket, agent, _tar("agent.sh", script.read_text()))
+    assert status == 403 and b"so you may not copy files into it" in answer, (status, answer)
+    time.sleep(0.5)
+    assert direct("exec", agent, "sh", "-c", "test -e /agent.sh").returncode == 1
+    assert direct("exec", agent, "sh", "-c", "test -e /proof").returncode == 1
+    # reading from it is no privilege; copying into an ordinary container still works
+    assert docker_cli(defaults.socket, "cp", f"{agent}:/bin/sh", str(tmp_path / "sh")).returncode == 0
+    plain = cleanup("container", unique_name())
+    ok(direct("create", "--name", plain, TEST_IMAGE, "cat", "/agent.sh"))
+    ok(docker_cli(defaults.socket, "cp", str(script), f"{plain}:/agent.sh"))
+    assert "CapEff" in ok(docker_cli(defaults.socket, "start", "-a", plain))
+
+
+def test_restart_policy_cannot_be_given_to_a_container_made_beside_dsfw(defaults, cleanup):
+    """docker update --restart makes dockerd start the container on its own later (at the next
+    daemon start for one never started): a start the caller may not make."""
+    admin = cleanup("container", unique_name())
+    ok(direct("create", "--name", admin, "--cap-add", "SYS_ADMIN", TEST_IMAGE, "true"))
+    for policy in ("always", "unless-stopped", "on-failure"):
+        refused(docker_cli(defaults.socket, "update", "--restart", policy, admin),
+                f"container {admin} was created with settings you may not use, so you may not "
+                "have dockerd restart it on its own: capability CAP_SYS_ADMIN is not allowed")
+    assert ok(direct("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", admin)).strip() \
+        in ("", "no")
+    # other updates of it, and restart policies of ordinary containers, pass
+    ok(docker_cli(defaults.socket, "update", "--cpu-shares", "512", admin))
+    ok(docker_cli(defaults.socket, "update", "--restart", "no", admin))
+    plain = cleanup("container", unique_name())
+    ok(direct("create", "--name", plain, TEST_IMAGE, "true"))
+    ok(docker_cli(defaults.socket, "update", "--restart", "always", plain))
+    assert ok(direct("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", plain)).strip() \
+        == "always"
