@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from dsfw.input.body import canonicalize_body
 from dsfw.input.path import canonical_target
-from dsfw.input.derived import capability_fact, derived_facts, facts_for
+from dsfw.input.derived import capability_fact, derived_facts, facts_for, stored_mount_facts
 from dsfw.input.request import CanonicalRequest, input_document
 from dsfw.input.values import go_clean
 
@@ -145,8 +145,8 @@ def test_exec_privileged():
 
 def test_facts_are_always_present():
     assert facts_for("GET", "/containers/json", None, None) == {
-        "BindMounts": [], "SymlinkMounts": [], "LocalVolumes": [], "CapAdd": [], "CapDrop": [],
-        "Privileged": False, "HostNamespaces": []}
+        "BindMounts": [], "SymlinkMounts": [], "LocalVolumes": [], "VolumeDrivers": [],
+        "CapAdd": [], "CapDrop": [], "Privileged": False, "HostNamespaces": []}
 
 
 @given(st.lists(st.text(alphabet="/ab.:", max_size=12), max_size=4))
@@ -190,3 +190,31 @@ def test_host_namespaces_of_containers_and_services():
     plain = request("POST", b"/v1.41/containers/create", {"Image": "x", "HostConfig": {
         "NetworkMode": "host"}})
     assert derived_facts(plain)["HostNamespaces"] == ["network"]
+
+
+def test_volume_drivers_every_way_a_request_names_one():
+    """A plugin's volume mounts what the plugin makes of its options: every driver is named."""
+    body = {"HostConfig": {"VolumeDriver": "vd", "Binds": ["n:/n"], "Mounts": [
+        {"Type": "volume", "Source": "a", "Target": "/a",
+         "VolumeOptions": {"DriverConfig": {"Name": "hostpath", "Options": {"mountpoint": "/"}}}},
+        {"Type": "volume", "Source": "b", "Target": "/b",
+         "VolumeOptions": {"DriverConfig": {"Name": "vd"}}},
+        {"Type": "volume", "Source": "c", "Target": "/c"}]}}
+    assert facts_for("POST", "/containers/create", "1.41", body, resolve=same)["VolumeDrivers"] \
+        == ["vd", "hostpath"]
+    assert facts_for("POST", "/volumes/create", "1.41", {"Name": "v", "Driver": "hostpath"},
+                     resolve=same)["VolumeDrivers"] == ["hostpath"]
+    assert facts_for("POST", "/volumes/create", "1.41", {"Name": "v"},
+                     resolve=same)["VolumeDrivers"] == []
+    spec = {"TaskTemplate": {"ContainerSpec": {"Image": "x", "Mounts": [
+        {"Type": "volume", "Source": "a", "Target": "/a",
+         "VolumeOptions": {"DriverConfig": {"Name": "hostpath"}}}]}}}
+    assert facts_for("POST", "/services/create", "1.41", spec, resolve=same)["VolumeDrivers"] \
+        == ["hostpath"]
+
+
+def test_stored_volume_drivers():
+    mounts = [{"Type": "volume", "Name": "v", "Driver": "hostpath", "Destination": "/v"},
+              {"Type": "volume", "Name": "w", "Driver": "local", "Destination": "/w"},
+              {"Type": "bind", "Source": "/srv", "Destination": "/s"}]
+    assert stored_mount_facts(mounts, {}, resolve=same)["VolumeDrivers"] == ["hostpath", "local"]

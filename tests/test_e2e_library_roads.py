@@ -7,12 +7,12 @@ says, in front of the real dockerd, and judges by what dockerd stored or did
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import time
 
-from dsfw.testing.e2e import DOCKER_SOCKET, TEST_IMAGE, docker_cli, requires_docker, unique_name
-from tests.test_e2e_library import (_api, cleanup, defaults, direct, ok,  # noqa: F401 (fixtures)
+from dsfw.testing.e2e import TEST_IMAGE, docker_cli, requires_docker, unique_name
+from dsfw.testing.volumeplugin import running_volume_plugin
+from tests.test_e2e_library import (cleanup, defaults, direct, never_started, ok,  # noqa: F401
                                     refused)
 
 pytestmark = requires_docker
@@ -85,3 +85,54 @@ def test_restart_policy_cannot_be_given_to_a_container_made_beside_dsfw(defaults
     ok(docker_cli(defaults.socket, "update", "--restart", "always", plain))
     assert ok(direct("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", plain)).strip() \
         == "always"
+
+
+def test_volume_plugins_cannot_mount_host_paths(defaults, cleanup, tmp_path):
+    """A volume plugin an admin installed (here a host-path plugin of the local-persist kind,
+    a legacy plugin in dockerd's plugin socket directory) mounts whatever it makes of a
+    volume's options: through dsfw, --mount volume-driver=...,volume-opt=mountpoint=/root
+    gave a container the host's /root. Every volume driver but local is refused: named
+    explicitly, as --volume-driver, by docker volume create -d, and as the driver of a volume
+    made beside dsfw (at create and at start)."""
+    host_dir = tmp_path / "host-only"
+    host_dir.mkdir()
+    (host_dir / "marker").write_text("host file\n")
+    opt = f"mountpoint={host_dir}"
+    with running_volume_plugin() as driver:
+        fresh = unique_name("dsfw-e2e-vol")
+        beside = unique_name("dsfw-e2e-vol")
+        names = [unique_name() for _ in range(3)]
+        try:
+            for name, args in zip(names, (
+                    ["--mount", f"type=volume,src={fresh},dst=/x,volume-driver={driver},"
+                     f"volume-opt={opt}"],
+                    ["--volume-driver", driver, "-v", f"{fresh}:/x"])):
+                refused(docker_cli(defaults.socket, "run", "--name", name, *args, TEST_IMAGE,
+                                   "cat", "/x/marker"), f"volume driver {driver} is not allowed")
+                assert direct("container", "inspect", name).returncode != 0
+            assert direct("volume", "inspect", fresh).returncode != 0
+            refused(docker_cli(defaults.socket, "volume", "create", "-d", driver, "-o", opt,
+                               fresh), f"volume driver {driver} is not allowed")
+            assert direct("volume", "inspect", fresh).returncode != 0
+            # a volume the admin made with the plugin: refused when mounted, at create and start
+            ok(direct("volume", "create", "-d", driver, "-o", opt, beside))
+            name = names[2]
+            refused(docker_cli(defaults.socket, "create", "--name", name, "-v", f"{beside}:/x",
+                               TEST_IMAGE, "cat", "/x/marker"),
+                    f"volume driver {driver} is not allowed")
+            assert direct("container", "inspect", name).returncode != 0
+            ok(direct("create", "--name", name, "-v", f"{beside}:/x", TEST_IMAGE, "cat",
+                      "/x/marker"))
+            refused(docker_cli(defaults.socket, "start", name),
+                    f"volume driver {driver} is not allowed")
+            never_started(name)
+            # the road itself, on dockerd's own socket: the host directory is in the container
+            assert ok(direct("start", "-a", name)) == "host file\n"
+        finally:  # while the plugin still answers (see dsfw.testing.volumeplugin)
+            for name in names:
+                direct("rm", "-f", "-v", name)
+            direct("volume", "rm", "-f", fresh, beside)
+    # local volumes still work
+    local = cleanup("volume", unique_name("dsfw-e2e-vol"))
+    ok(docker_cli(defaults.socket, "volume", "create", local))
+    ok(docker_cli(defaults.socket, "run", "--rm", "-v", f"{local}:/x", TEST_IMAGE, "true"))

@@ -27,8 +27,9 @@ def test_stored_mounts_give_the_facts_as_resolved_now(tmp_path):
     assert facts["BindMounts"] == ["/etc"]
     assert facts["SymlinkMounts"] == [{"Path": str(link), "Resolved": "/etc"}]
     assert [(v["Name"], v["Type"]) for v in facts["LocalVolumes"]] == [("v", "proc")]
+    assert facts["VolumeDrivers"] == ["local"]
     assert stored_mount_facts(None, {}) == {"BindMounts": [], "SymlinkMounts": [],
-                                           "LocalVolumes": []}
+                                           "LocalVolumes": [], "VolumeDrivers": []}
 
 
 class StartJudgesStoredMountsTests(SynchronousTestCase):

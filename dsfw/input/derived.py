@@ -14,7 +14,10 @@ opa-docker-authz does for its ``BindMounts``: a policy denying ``/etc`` must
 also deny ``/tmp/link-to-etc``.  Sources reached through a link are also
 listed as such (``SymlinkMounts``): dockerd follows the link again when it
 mounts, and the link may point elsewhere by then.  Local volumes with options
-are described in ``LocalVolumes`` (see :mod:`dsfw.input.volumes`).
+are described in ``LocalVolumes`` (see :mod:`dsfw.input.volumes`).  A volume
+of any other driver (a plugin) mounts whatever its driver makes of its
+options -- host paths, for some that admins install -- which dsfw cannot
+read: ``VolumeDrivers`` names every driver a request would mount through.
 """
 from __future__ import annotations
 
@@ -52,13 +55,14 @@ def _host_path(path: str, resolve: Callable[[str], str]) -> str:
 
 
 class _Mounts:
-    """Collects ``BindMounts``, ``SymlinkMounts`` and ``LocalVolumes`` of one request."""
+    """Collects ``BindMounts``, ``SymlinkMounts``, ``LocalVolumes`` and ``VolumeDrivers`` of one request."""
 
     def __init__(self, resolve: Callable[[str], str]):
         self.resolve = resolve
         self.paths: list[str] = []
         self.links: list[dict[str, str]] = []
         self.volumes: list[dict[str, Any]] = []
+        self.drivers: list[str] = []
         self._seen: set[str] = set()
         self._seen_links: set[str] = set()
         self._resolved: dict[str, str] = {}  # each source resolved once, however often listed
@@ -82,7 +86,13 @@ class _Mounts:
             self._seen_links.add(clean)
             self.links.append({"Path": clean, "Resolved": p})
 
+    def add_driver(self, driver: Any) -> None:
+        # "" is dockerd's default driver, local
+        if isinstance(driver, str) and driver and driver not in self.drivers:
+            self.drivers.append(driver)
+
     def add_volume(self, name: Any, driver: Any, options: Any) -> None:
+        self.add_driver(driver)
         volume = local_volume(name, driver, options)
         if volume is not None:
             self.volumes.append(volume)
@@ -91,6 +101,8 @@ class _Mounts:
 
     def add_host_config(self, host_config: dict[str, Any]) -> None:
         """Every host path a HostConfig (or a service's ContainerSpec) would mount."""
+        # the driver of every named and anonymous volume that names none itself
+        self.add_driver(host_config.get("VolumeDriver"))
         for spec in host_config.get("Binds") or ():
             # volume/mounts/linux_parser.go splits on every ':'; a source that is
             # an absolute path is a bind, anything else a named volume.
@@ -110,12 +122,12 @@ class _Mounts:
 
     def facts(self) -> dict[str, Any]:
         return {"BindMounts": self.paths, "SymlinkMounts": self.links,
-                "LocalVolumes": self.volumes}
+                "LocalVolumes": self.volumes, "VolumeDrivers": self.drivers}
 
 
 def stored_mount_facts(mounts: Any, volumes: dict[str, Any],
                        resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
-    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes`` of what a stored container mounts.
+    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``VolumeDrivers`` of what a stored container mounts.
 
     ``mounts`` is the ``Mounts`` list of dockerd's container inspect answer
     (binds, named volumes, and what ``--volumes-from`` copied), ``volumes``
@@ -129,6 +141,7 @@ def stored_mount_facts(mounts: Any, volumes: dict[str, Any],
         if mount.get("Type") == "bind":
             out.add(mount.get("Source"))
         elif mount.get("Type") == "volume":
+            out.add_driver(mount.get("Driver"))
             volume = volumes.get(mount.get("Name"))
             if isinstance(volume, dict):
                 out.add_volume(mount.get("Name"), volume.get("Driver"), volume.get("Options"))
@@ -140,7 +153,7 @@ def _caps(value: Any) -> list[str]:
 
 
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
-    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``CapAdd``, ``CapDrop``, ``Privileged``, ``HostNamespaces``.
+    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``VolumeDrivers``, ``CapAdd``, ``CapDrop``, ``Privileged``, ``HostNamespaces``.
 
     ``req`` is a :class:`dsfw.input.request.CanonicalRequest`; its route says
     which facts its body gives.  The facts are always present (empty or false

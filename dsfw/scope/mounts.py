@@ -28,7 +28,7 @@ MOUNTING = frozenset({
     ("POST", "/containers/{id}/exec"), ("POST", "/exec/{id}/start"),
     ("POST", "/containers/{id}/attach"), ("GET", "/containers/{id}/attach/ws"),
 })
-_MOUNT_FACTS = ("BindMounts", "SymlinkMounts", "LocalVolumes")
+_MOUNT_FACTS = ("BindMounts", "SymlinkMounts", "LocalVolumes", "VolumeDrivers")
 
 
 async def mount_facts(resolver, target: dict[str, Any]) -> dict[str, Any]:

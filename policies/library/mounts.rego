@@ -20,6 +20,14 @@
 # filesystem of their type (proc, sysfs, a block device's ext4, an overlay of
 # host directories...): only allowed_volume_types may be mounted.
 #
+# A volume of any driver but local (a plugin an admin installed, such as a
+# host-path plugin of the local-persist kind) mounts whatever that driver
+# makes of its options, which dsfw cannot read: every driver a request would
+# mount or create through (input.VolumeDrivers: --volume-driver,
+# --mount volume-driver=, docker volume create -d; at start, what the stored
+# container mounts) and the driver of every existing named volume a create
+# mounts (input.Volumes) must be local or allowed_volume_drivers.
+#
 # --volumes-from gives a container another container's mounts, which the
 # create request does not show: refused unless allow_volumes_from (the
 # inherited mounts are then judged when the container starts).
@@ -32,6 +40,7 @@
 # data.library.mounts:
 #   allowed_host_paths: [/srv/shared, /tmp/builds]   # each allows itself and everything below
 #   allowed_volume_types: [tmpfs]   # filesystem types of local volumes (default: tmpfs)
+#   allowed_volume_drivers: []      # volume plugins besides local, read like image names
 #   allow_volumes_from: false
 #   allow_restart_with_host_paths: false
 #   exempt: {users: [], groups: [], uids: [], gids: []}
@@ -43,7 +52,7 @@ import data.dsfw.library.common
 
 _name := "mounts"
 
-_schema := {"allowed_host_paths": "list", "allowed_volume_types": "list", "allow_volumes_from": "bool", "allow_restart_with_host_paths": "bool", "exempt": "object"}
+_schema := {"allowed_host_paths": "list", "allowed_volume_types": "list", "allowed_volume_drivers": "list", "allow_volumes_from": "bool", "allow_restart_with_host_paths": "bool", "exempt": "object"}
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
 
@@ -108,6 +117,34 @@ deny contains msg if {
 _volume_name(v) := sprintf(" %s", [v.Name]) if v.Name != ""
 
 _volume_name(v) := "" if v.Name == ""
+
+_volume_drivers contains d if some d in object.get(input, "VolumeDrivers", [])
+
+_volume_drivers contains v.Driver if {
+	some v in object.get(input, "Volumes", {})
+	is_object(v)
+}
+
+# Plugin names are references (vieux/sshfs = docker.io/vieux/sshfs:latest);
+# a legacy plugin's name is its socket's, compared as written.
+_driver_allowed(d) if d == "local"
+
+_driver_allowed(d) if d in data.dsfw.library.common.list_setting(_name, "allowed_volume_drivers")
+
+_driver_allowed(d) if {
+	some entry in data.dsfw.library.common.list_setting(_name, "allowed_volume_drivers")
+	is_string(entry)
+	data.dsfw.library.common.image_allowed_by(data.dsfw.library.common.image_ref(d), entry)
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some d in _volume_drivers
+	is_string(d)
+	d != ""
+	not _driver_allowed(d)
+	msg := sprintf("volume driver %s is not allowed: a plugin's volume mounts whatever the plugin makes of its options, host paths included, which dsfw cannot judge; use the local driver (or set data.library.mounts.allowed_volume_drivers)", [d])
+}
 
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)

@@ -30,7 +30,7 @@ test_exempt_uid if {
 }
 
 test_config_problems if {
-	"dsfw library: unknown setting data.library.mounts.allowed (known: allow_restart_with_host_paths, allow_volumes_from, allowed_host_paths, allowed_volume_types, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
+	"dsfw library: unknown setting data.library.mounts.allowed (known: allow_restart_with_host_paths, allow_volumes_from, allowed_host_paths, allowed_volume_drivers, allowed_volume_types, exempt); fix data.yaml" in data.dsfw.library.mounts.deny with input as _in([]) with data.library as {"mounts": {"allowed": []}}
 }
 
 _with(facts, cfg) := d if d := data.dsfw.library.mounts.deny with input as object.union(_in([]), facts) with data.library as {"mounts": cfg}
@@ -88,4 +88,15 @@ test_checkpoint_directories_are_refused if {
 	count(data.dsfw.library.mounts.deny) == 1 with input as _route("GET", "/containers/{id}/checkpoints", {"dir": ["/root"]}, null) with data.library as {}
 	count(data.dsfw.library.mounts.deny) == 0 with input as _route("POST", "/containers/{id}/checkpoints", {}, {"CheckpointID": "c"}) with data.library as {}
 	count(data.dsfw.library.mounts.deny) == 0 with input as _route("POST", "/containers/{id}/start", {"checkpoint": ["c"]}, null) with data.library as {}
+}
+
+# A plugin's volume mounts what the plugin makes of its options: only local, or drivers allowed.
+test_volume_drivers_other_than_local_refused if {
+	_with({"VolumeDrivers": ["local", "hostpath"]}, {}) == {"volume driver hostpath is not allowed: a plugin's volume mounts whatever the plugin makes of its options, host paths included, which dsfw cannot judge; use the local driver (or set data.library.mounts.allowed_volume_drivers)"}
+	count(_with({"VolumeDrivers": ["local"]}, {})) == 0
+	count(_with({"VolumeDrivers": ["vieux/sshfs:latest", "hostpath"]}, {"allowed_volume_drivers": ["docker.io/vieux/sshfs", "hostpath"]})) == 0
+	count(_with({"VolumeDrivers": ["vieux/sshfs:next"]}, {"allowed_volume_drivers": ["vieux/sshfs:latest"]})) == 1
+	# an existing named volume a create mounts, made with a plugin
+	count(_with({"Volumes": {"data": {"Kind": "volume", "Driver": "hostpath"}, "new": null}}, {})) == 1
+	count(_with({"Volumes": {"data": {"Kind": "volume", "Driver": "local"}, "new": null}}, {})) == 0
 }
