@@ -146,7 +146,8 @@ def test_exec_privileged():
 def test_facts_are_always_present():
     assert facts_for("GET", "/containers/json", None, None) == {
         "BindMounts": [], "SymlinkMounts": [], "LocalVolumes": [], "VolumeDrivers": [],
-        "CapAdd": [], "CapDrop": [], "Privileged": False, "HostNamespaces": []}
+        "CapAdd": [], "CapDrop": [], "Privileged": False, "HostNamespaces": [],
+        "EffectiveCapabilities": [], "ExtraCapabilities": [], "Unconfined": [], "RunAs": None}
 
 
 @given(st.lists(st.text(alphabet="/ab.:", max_size=12), max_size=4))

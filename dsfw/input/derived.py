@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from dsfw import routes
 from dsfw.errors import BadRequest
+from dsfw.input import confinement
 from dsfw.input.path import go_clean_path
 from dsfw.input.values import go_clean, go_upper
 from dsfw.input.volumes import local_volume
@@ -153,7 +154,7 @@ def _caps(value: Any) -> list[str]:
 
 
 def derived_facts(req: Any, resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
-    """``BindMounts``, ``SymlinkMounts``, ``LocalVolumes``, ``VolumeDrivers``, ``CapAdd``, ``CapDrop``, ``Privileged``, ``HostNamespaces``.
+    """``BindMounts`` ... ``HostNamespaces``, and the confinement facts (:mod:`dsfw.input.confinement`).
 
     ``req`` is a :class:`dsfw.input.request.CanonicalRequest`; its route says
     which facts its body gives.  The facts are always present (empty or false
@@ -174,7 +175,7 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
                 resolve: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """The facts ``body`` gives on ``route`` at API ``version``."""
     facts: dict[str, Any] = {"CapAdd": [], "CapDrop": [], "Privileged": False,
-                             "HostNamespaces": []}
+                             "HostNamespaces": [], **confinement.no_process()}
     mounts = _Mounts(resolve)
     kind = route.facts
     if kind == routes.PLUGIN_SET_FACTS and isinstance(body, list):
@@ -193,6 +194,11 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
         endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig")
         if isinstance(endpoints, dict) and "host" in endpoints:
             facts["HostNamespaces"] = _with(facts["HostNamespaces"], "network")
+        if route.template == "/containers/create":
+            facts.update(confinement.container_facts(body, hc if isinstance(hc, dict) else {}))
+        elif route.template == "/containers/{id}/start" and isinstance(hc, dict):
+            # a legacy start body replaces the HostConfig; the user stays the container's
+            facts.update(confinement.container_facts({}, hc), RunAs=None)
     elif kind == routes.SERVICE_FACTS:
         task = body.get("TaskTemplate") or {}
         spec = task.get("ContainerSpec")
@@ -200,6 +206,7 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
             mounts.add_host_config(spec)
             facts["CapAdd"] = _caps(spec.get("CapabilityAdd"))
             facts["CapDrop"] = _caps(spec.get("CapabilityDrop"))
+            facts.update(confinement.service_facts(spec))
         # a service on the host network (swarm also finds it by ID prefix:
         # that a policy can only refuse, see policies/library/namespaces.rego)
         for attachment in (task.get("Networks") or []) + (body.get("Networks") or []):
@@ -207,6 +214,7 @@ def route_facts(route: routes.Route, version: str | None, body: Any,
                 facts["HostNamespaces"] = _with(facts["HostNamespaces"], "network")
     elif kind == routes.EXEC_FACTS:
         facts["Privileged"] = body.get("Privileged") is True
+        facts.update(confinement.exec_facts(body))
     elif kind == routes.VOLUME_FACTS:
         mounts.add_volume(body.get("Name"), body.get("Driver"), body.get("DriverOpts"))
     return {**mounts.facts(), **facts}
@@ -232,4 +240,4 @@ def _plugin_set_facts(args: list, mounts: _Mounts) -> dict[str, Any]:
         if isinstance(arg, str):
             mounts.add(arg.partition("=")[2])
     return {**mounts.facts(), "CapAdd": [], "CapDrop": [], "Privileged": False,
-            "HostNamespaces": []}
+            "HostNamespaces": [], **confinement.no_process()}

@@ -206,6 +206,8 @@ _CAPABILITIES = frozenset(
     "CHECKPOINT_RESTORE".split())
 
 
+KNOWN_CAPABILITIES = _CAPABILITIES
+
 # The spellings clients send most (SYS_ADMIN, CAP_SYS_ADMIN, ALL), answered at once.
 _SPELLED = {**{c: c for c in _CAPABILITIES}, **{"CAP_" + c: c for c in _CAPABILITIES}, "ALL": "ALL"}
 
