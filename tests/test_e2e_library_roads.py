@@ -136,3 +136,15 @@ def test_volume_plugins_cannot_mount_host_paths(defaults, cleanup, tmp_path):
     local = cleanup("volume", unique_name("dsfw-e2e-vol"))
     ok(docker_cli(defaults.socket, "volume", "create", local))
     ok(docker_cli(defaults.socket, "run", "--rm", "-v", f"{local}:/x", TEST_IMAGE, "true"))
+
+
+def test_runtimes_an_admin_registered_are_refused(defaults, cleanup):
+    """A runtime registered in daemon.json runs with its own arguments and hooks; only dockerd's
+    own runc names pass. (No extra runtime is registered here: dockerd would refuse the name
+    itself, with its own message, if dsfw let it through.)"""
+    name = cleanup("container", unique_name())
+    refused(docker_cli(defaults.socket, "create", "--name", name, "--runtime", "nvidia",
+                       TEST_IMAGE, "true"), "runtime nvidia is not allowed: drop --runtime nvidia")
+    assert direct("container", "inspect", name).returncode != 0
+    ok(docker_cli(defaults.socket, "create", "--name", name, "--runtime", "io.containerd.runc.v2",
+                  TEST_IMAGE, "true"))

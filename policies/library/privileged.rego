@@ -11,6 +11,7 @@
 #   allowed_devices: []           # host paths allowed in --device (PathOnHost)
 #   allowed_security_opts: []     # --security-opt values allowed besides no-new-privileges;
 #                                 # systempaths=unconfined allows emptied MaskedPaths/ReadonlyPaths
+#   allowed_runtimes: []          # --runtime names besides dockerd's own runc ones
 #   exempt: {users: [], groups: [], uids: [], gids: []}
 package dsfw.library.privileged
 
@@ -24,6 +25,7 @@ _schema := {
 	"allowed_capabilities": "list",
 	"allowed_devices": "list",
 	"allowed_security_opts": "list",
+	"allowed_runtimes": "list",
 	"exempt": "object",
 }
 
@@ -131,4 +133,18 @@ deny contains msg if {
 	some field, value in object.get(common.container_spec, "Privileges", {})
 	value != null
 	msg := sprintf("service privileges are not allowed: drop ContainerSpec.Privileges.%s (--credential-spec, SELinux options)", [field])
+}
+
+# --runtime: dockerd's built-in names all run runc with dockerd's confinement.
+# Any other runtime is one an admin registered (daemon.json "runtimes"), with
+# its own arguments and hooks -- the nvidia runtime, for one, gives GPUs to
+# any container whose Env asks (NVIDIA_VISIBLE_DEVICES=all), without --gpus.
+_builtin_runtimes := {"", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux"}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	runtime := object.get(common.host_config, "Runtime", "")
+	not runtime in _builtin_runtimes
+	not runtime in data.dsfw.library.common.list_setting(_name, "allowed_runtimes")
+	msg := sprintf("runtime %v is not allowed: drop --runtime %v (dockerd's runc is the default; or set data.library.privileged.allowed_runtimes)", [runtime, runtime])
 }

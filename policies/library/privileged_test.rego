@@ -74,3 +74,10 @@ test_service_privileges if {
 	_deny(svc) == {"service privileges are not allowed: drop ContainerSpec.Privileges.SELinuxContext (--credential-spec, SELinux options)"}
 	count(_deny({"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Privileges": {}}}}})) == 0
 }
+
+test_runtimes if {
+	count(_deny(_create({"Runtime": "io.containerd.runc.v2"}, {}))) == 0
+	count(_deny(_create({"Runtime": "runc"}, {}))) == 0
+	_deny(_create({"Runtime": "nvidia"}, {})) == {"runtime nvidia is not allowed: drop --runtime nvidia (dockerd's runc is the default; or set data.library.privileged.allowed_runtimes)"}
+	count(data.dsfw.library.privileged.deny) == 0 with input as _create({"Runtime": "runsc"}, {}) with data.library as {"privileged": {"allowed_runtimes": ["runsc"]}}
+}
