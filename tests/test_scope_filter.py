@@ -176,6 +176,45 @@ class FilteredAnswerTests(SynchronousTestCase):
         self.dockerd.answer(b"%x\r\n%s\n\r\n" % (len(mine) - 5 + 1, mine[5:]))
         self.assertEqual(self.client.value().count(mine + b"\n"), 2)
 
+    def events(self, *lines: bytes) -> None:
+        self.dockerd.answer(b"".join(b"%x\r\n%s\n\r\n" % (len(line) + 1, line) for line in lines))
+
+    @staticmethod
+    def event(ident: str, owner: str, time: int = 1) -> bytes:
+        return json.dumps({"Type": "container", "Action": "start", "time": time, "Actor": {
+            "ID": ident, "Attributes": {"name": ident, "owner": owner}}}).encode()
+
+    def test_events_keep_their_order_while_an_async_engine_decides(self):
+        self.make(ScopedEngine(pending=True))
+        self.get(b"/events")
+        self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n")
+        a, b, c = self.event("a", "me"), self.event("b", "you"), self.event("c", "me")
+        self.events(a, b)
+        self.events(c)
+        self.assertNotIn(b'"a"', self.response()[1], "nothing before the policy answered")
+        self.assertEqual(len(self.engine.waiting), 1, "one event decided at a time")
+        self.engine.release()
+        out = self.response()[1]
+        self.assertLess(out.index(a), out.index(c))
+        self.assertNotIn(b, out)
+
+    def test_repeated_events_are_remembered_for_deterministic_policies(self):
+        for deterministic, asked in ((True, 2), (False, 4)):
+            engine = ScopedEngine()
+            engine.deterministic = deterministic
+            self.make(engine)
+            self.get(b"/events")
+            self.dockerd.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n")
+            # the same container starting again: only the time differs, so does not the item
+            self.events(self.event("a", "me", 1), self.event("b", "you", 1))
+            self.events(self.event("a", "me", 2), self.event("b", "you", 2))
+            out = self.response()[1]
+            self.assertIn(self.event("a", "me", 2), out)
+            self.assertNotIn(b'"b"', out)
+            self.assertEqual(len(engine.asked), asked, deterministic)
+
     def test_failed_visibility_mid_stream_cuts_the_client(self):
         class Failing(ScopedEngine):
             def visible(self, package, doc, items):

@@ -1,9 +1,11 @@
-"""Filtered lists: dockerd's items kept as written, decided in one evaluation, remembered per item.
+"""Filtered lists and events: dockerd's items kept as written, decided in one evaluation,
+remembered per item.
 
 The property tests hold the whole list path (split, keys, item memo, answer
-memo, one batched evaluation, splice) to what deciding each item alone with
-``input.Item`` gives, on the library's ownership and labelscope policies and
-on a policy whose ``visible`` fails for some items.
+memo, one batched evaluation, splice) and the event path (line keys, item
+memo) to what deciding each item alone with ``input.Item`` gives, on the
+library's ownership and labelscope policies and on a policy whose
+``visible`` fails for some items.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from dsfw.input.path import canonical_target
 from dsfw.input.request import CanonicalRequest, input_document
 from dsfw.policy import AUTHZ
 from dsfw.policy.embedded import EmbeddedEngine
-from dsfw.scope.filter import MAX_INLINE_KEY, ItemMemo, ListAnswer, list_item, remove_fields
+from dsfw.scope.filter import (MAX_INLINE_KEY, EventLine, ItemMemo, ListAnswer, event_item,
+                               list_item, remove_fields)
 from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetResolver
 
@@ -95,12 +98,35 @@ class ListAnswerTests(SynchronousTestCase):
         self.assertEqual(out, b"[" + kept + b',{"Id":"b","Config":{"Image":"x"}},{"Id":"c","Config":{}}]\n')
 
 
+class EventLineTests(SynchronousTestCase):
+    def test_keys_name_what_the_policy_sees(self):
+        start = {"status": "start", "id": "c", "Type": "container", "Action": "start",
+                 "Actor": {"ID": "c", "Attributes": {"name": "web", "k": "v"}}, "time": 1, "timeNano": 1}
+
+        def key(event):
+            return EventLine(json.dumps(event).encode()).key
+        self.assertEqual(key(start), key({**start, "time": 2, "timeNano": 2, "status": "x"}))
+        self.assertNotEqual(key(start), key({**start, "Action": "die"}))
+        self.assertNotEqual(key(start), key({**start, "Actor": {"ID": "c", "Attributes": {"name": "web"}}}))
+        line = EventLine(json.dumps(start).encode())
+        self.assertEqual(line.item(), event_item(start))
+        self.assertEqual(EventLine(b'"junk"').item(), event_item("junk"))
+        self.assertNotEqual(EventLine(b'"junk"').key, EventLine(b'"junk2"').key)
+
+    def test_what_is_not_json_fails_closed(self):
+        for line in (b'{"Type":"container"', b'{"Type":"\xff"}', b'[1,', b'{"Type":"a"} x', b"nope"):
+            with self.assertRaises(UpstreamUnavailable, msg=line):
+                EventLine(line)
+
+
 class ItemMemoTests(SynchronousTestCase):
     def test_bounded_and_keyed_by_request(self):
         memo = ItemMemo(max_bytes=4000)
         memo.remember(b"alice", [(b"a", True), (b"b", False)])
         self.assertEqual(memo.lookup(b"alice", [b"b", b"a", b"c"]), [False, True, None])
         self.assertEqual(memo.lookup(b"bob", [b"a"]), [None])
+        self.assertEqual((memo.get(b"alice", b"a"), memo.get(b"alice", b"c"), memo.get(b"bob", b"a")),
+                         (True, None, None))
         for i in range(10):
             memo.remember(b"bob%d" % i, [(b"k" * 200, True)])
             self.assertLessEqual(memo.bytes, 4000)
@@ -133,6 +159,7 @@ class Sink:
 
 LIST = CanonicalRequest("GET", canonical_target(b"/v1.41/containers/json?all=1"),
                         (("User-Agent", "Docker-Client/28"),))
+EVENTS = CanonicalRequest("GET", canonical_target(b"/v1.41/events"), (("User-Agent", "Docker-Client/28"),))
 PEERS = [None, {"Uid": 1000, "Gid": 1000, "Pid": 7, "User": "alice", "Group": "alice"},
          {"Uid": 1001, "Gid": 1001, "Pid": 8, "User": "bob", "Group": "bob"},
          {"Uid": 1002, "Gid": 990, "Pid": 9, "User": "root2", "Group": "docker-admins"}]
@@ -167,6 +194,14 @@ _entry = st.fixed_dictionaries({
     "Ports": st.just([]),
 })
 _answer = st.lists(_entry, max_size=12)
+_event = st.fixed_dictionaries({
+    "Type": st.sampled_from(["container", "image", "network", "daemon"]),
+    "Action": st.sampled_from(["start", "die", "kill", "tag"]),
+    "Actor": st.fixed_dictionaries({"ID": st.text("0123456789abcdef", max_size=3),
+                                    "Attributes": st.dictionaries(_label, _value, max_size=4)}),
+    "scope": st.just("local"),
+    "time": st.integers(0, 9),
+}).map(lambda e: e if e["Type"] != "network" else {**e, "Actor": {**e["Actor"], "ID": ""}})
 
 
 class VisibilityPropertyTests(SynchronousTestCase):
@@ -195,11 +230,11 @@ class VisibilityPropertyTests(SynchronousTestCase):
         }
         return {name: EmbeddedEngine(d) for name, d in dirs.items()}
 
-    def filtered(self, scope, engine, doc, body: bytes) -> Sink:
+    def filtered(self, scope, engine, doc, body: bytes, request=LIST) -> Sink:
         decision = engine.evaluate(AUTHZ, doc)
         self.assertTrue(decision.filters and decision.deterministic)
         sink = Sink()
-        answer = scope.answer_filter(decision, doc, LIST)(sink, None)
+        answer = scope.answer_filter(decision, doc, request)(sink, None)
         answer.head_received(JSON_HEAD)
         for i in range(0, len(body), 7):
             answer.body_received(body[i:i + 7])
@@ -207,19 +242,18 @@ class VisibilityPropertyTests(SynchronousTestCase):
         return sink
 
     @staticmethod
-    def one_by_one(engine, doc, entries) -> list[bool] | None:
-        """Each entry decided alone; None when any evaluation fails."""
+    def one_by_one(engine, doc, items) -> list[bool] | None:
+        """Each item decided alone; None when any evaluation fails."""
         try:
-            return [engine.rule_value(f"data.{AUTHZ}.visible",
-                                      {**doc, "Item": list_item("container", e)}) is True
-                    for e in entries]
+            return [engine.rule_value(f"data.{AUTHZ}.visible", {**doc, "Item": i}) is True
+                    for i in items]
         except PolicyEngineError:
             return None
 
     def check(self, scope, engine, doc, entries, ascii_: bool) -> None:
         written = [json.dumps(e, separators=(",", ":"), ensure_ascii=ascii_).encode() for e in entries]
         sink = self.filtered(scope, engine, doc, b"[" + b",".join(written) + b"]\n")
-        expected = self.one_by_one(engine, doc, entries)
+        expected = self.one_by_one(engine, doc, [list_item("container", e) for e in entries])
         if expected is None:
             self.assertIsNotNone(sink.failure, "an evaluation error fails the answer")
             self.assertTrue(sink.failure.check(PolicyEngineError))
@@ -245,3 +279,24 @@ class VisibilityPropertyTests(SynchronousTestCase):
         second = moved + later
         self.check(scope, engine, doc, second, ascii_)
         self.check(scope, engine, doc, second, ascii_)  # unchanged: the answer memo
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(policy=st.sampled_from(["ownership", "labelscope", "failing"]),
+           peer=st.sampled_from(PEERS), events=st.lists(_event, max_size=12), ascii_=st.booleans())
+    def test_events_remembered_equal_one_by_one(self, policy, peer, events, ascii_):
+        engine, scope = self.engines[policy], self.scopes[policy]
+        doc = input_document(EVENTS, peer)
+        lines = [json.dumps(e, separators=(",", ":"), ensure_ascii=ascii_).encode() for e in events]
+        for _ in range(2):  # the second time, every item is remembered
+            sink = self.filtered(scope, engine, doc, b"".join(line + b"\n" for line in lines), EVENTS)
+            expected = b""
+            for line, event in zip(lines, events):
+                shown = self.one_by_one(engine, doc, [event_item(event)])
+                if shown is None:  # the stream is cut at the event that failed
+                    self.assertEqual(sink.body, expected)
+                    self.assertTrue(sink.failure.check(PolicyEngineError))
+                    break
+                expected += line + b"\n" if shown[0] else b""
+            else:
+                self.assertIsNone(sink.failure)
+                self.assertEqual(sink.body, expected)

@@ -18,7 +18,7 @@ started (events), the client's connection is cut: never an unfiltered item.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Awaitable, Callable
 
 import msgspec
@@ -269,6 +269,59 @@ class ListAnswer:
         return listed + b"\n"
 
 
+class _EventFields(msgspec.Struct):
+    """What ``input.Item`` of an event is made of, as dockerd wrote it."""
+
+    Type: msgspec.Raw = _RAW_NULL
+    Action: msgspec.Raw = _RAW_NULL
+    Actor: msgspec.Raw = _RAW_NULL
+
+
+_EVENT = msgspec.json.Decoder(_EventFields)
+
+
+class EventLine:
+    """One line of the event stream, checked to be JSON and named by what its ``input.Item`` is made of.
+
+    ``key`` is equal for two lines exactly when their items are (the time
+    fields differ from line to line; the item does not hold them).  Raises
+    UpstreamUnavailable when the line is not JSON.
+    """
+
+    def __init__(self, line: bytes):
+        try:
+            if not line.isascii():
+                line.decode("utf-8")  # msgspec does not check UTF-8 inside skipped strings
+            self._fields: _EventFields | None = _EVENT.decode(line)
+            self._value: Any = None
+        except msgspec.ValidationError:  # not an object: read whole (and checked whole)
+            self._fields = None
+        except ValueError:
+            raise UpstreamUnavailable("dockerd sent an event dsfw cannot read") from None
+        if self._fields is None:
+            try:
+                self._value = jsoncodec.loads(line)
+            except ValueError:
+                raise UpstreamUnavailable("dockerd sent an event dsfw cannot read") from None
+            key = line
+        else:
+            f = self._fields
+            key = b"\0".join((f.Type, f.Action, f.Actor))
+        self.key = key if len(key) <= MAX_INLINE_KEY else b"#" + hashlib.sha256(key).digest()
+
+    def item(self) -> dict[str, Any]:
+        """``input.Item`` of the event (:func:`event_item`), decoded from the bytes ``key`` names."""
+        f = self._fields
+        if f is None:
+            return event_item(self._value)
+        decode = msgspec.json.decode
+        try:
+            return event_item({"Type": decode(f.Type), "Action": decode(f.Action),
+                               "Actor": decode(f.Actor)})
+        except msgspec.DecodeError:
+            raise UpstreamUnavailable("dockerd sent an event dsfw cannot read") from None
+
+
 def _is_json(head: ResponseHead) -> bool:
     return (head.get(b"content-type") or b"").split(b";")[0].strip().lower() == b"application/json"
 
@@ -336,7 +389,8 @@ class ItemMemo:
     """Visibility of list items by request key and item key (:meth:`ListAnswer.keys`), LRU.
 
     For deterministic policies only: a changed list (a container's Status
-    moved on) has the policy decide just the items it has not seen.  Items
+    moved on) has the policy decide just the items it has not seen, and an
+    event stream the events whose item it has not seen.  Items
     are grouped by request key, so one answer is looked up in one dict;
     the least recently used request's group goes first, and a group that
     alone outgrows the bound starts again empty.  Bounded by bytes.
@@ -355,6 +409,13 @@ class ItemMemo:
             return [None] * len(keys)
         self._groups.move_to_end(request_key)
         return list(map(group[0].get, keys))
+
+    def get(self, request_key: bytes, key: bytes) -> bool | None:
+        group = self._groups.get(request_key)
+        if group is None:
+            return None
+        self._groups.move_to_end(request_key)
+        return group[0].get(key)
 
     def remember(self, request_key: bytes, decided: list[tuple[bytes, bool]]) -> None:
         group = self._groups.get(request_key)
@@ -445,16 +506,22 @@ class JsonAnswerFilter(_Passthrough):
 
 
 class EventStreamFilter(_Passthrough):
-    """Decides each event line as it completes; visible lines go on, in order."""
+    """Decides each event line as it completes; visible lines go on, in order.
 
-    def __init__(self, inner, decide: Callable[[Any], Awaitable[bool]], connection=None,
+    ``decide(line)`` answers True/False at once when it can (a remembered
+    item, a synchronous engine) or with a Deferred; the next line waits for
+    it, so the order holds.
+    """
+
+    def __init__(self, inner, decide: Callable[[bytes], "bool | Deferred[bool]"], connection=None,
                  max_backlog: int = MAX_EVENT_BACKLOG):
         super().__init__(inner)
         self._decide = decide
         self._buf = b""
-        self._queue: list[bytes] = []
+        self._queue: deque[bytes] = deque()
         self._queued = 0
         self._busy = False
+        self._sync = False
         self._finished = False
         self._dead = False
         self._max = max_backlog
@@ -490,29 +557,36 @@ class EventStreamFilter(_Passthrough):
 
     def _run(self) -> None:
         while self._queue and not self._busy and not self._dead:
-            line = self._queue.pop(0)
+            line = self._queue.popleft()
             self._queued -= len(line)
-            self._busy = True
-            d = ensureDeferred(self._one(line))
-            d.addErrback(lambda f: self._die(f.value))
-            # a synchronous engine answers at once; an asynchronous one resumes the loop
-            if not d.called:
-                d.addBoth(lambda _: self._resume())
+            try:
+                shown = self._decide(line)
+            except Exception as e:  # an unreadable line or a failed decision
+                self._die(e)
                 return
-            self._busy = False
+            if not isinstance(shown, Deferred):
+                self._emit(line, shown)
+                continue
+            self._busy = self._sync = True
+            shown.addCallbacks(self._decided, self._failed, callbackArgs=(line,))
+            self._sync = False
+            if self._busy:
+                return  # decided later: _decided resumes the loop
         if self._finished and not self._queue and not self._busy and not self._dead:
             self._inner.body_finished()
 
-    def _resume(self) -> None:
+    def _decided(self, shown: bool, line: bytes) -> None:
         self._busy = False
-        self._run()
+        self._emit(line, shown)
+        if not self._sync:
+            self._run()
 
-    async def _one(self, line: bytes) -> None:
-        try:
-            event = jsoncodec.loads(line)
-        except ValueError:
-            raise UpstreamUnavailable("dockerd sent an event dsfw cannot read") from None
-        if await self._decide(event) and not self._dead:
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        self._die(failure.value)
+
+    def _emit(self, line: bytes, shown: bool) -> None:
+        if shown is True and not self._dead:
             self._inner.body_received(line + b"\n")
 
     def _die(self, error: BaseException) -> None:

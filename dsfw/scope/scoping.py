@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from twisted.internet.defer import Deferred, ensureDeferred
+
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
 from dsfw.errors import DsfwError, PolicyEngineError
@@ -172,11 +174,8 @@ class Scope:
         remove = decision.remove
         kind = answers.LIST_KINDS.get(template)
         if kind is not None:
-            memo = request_key = None
-            if decision.deterministic:
-                request_key = hashlib.sha256(decision.revision.encode() + b"\0" + template.encode()
-                                             + b"\0" + jsoncodec.dumps_sorted(doc)).digest()
-                memo = (self._memo, request_key)
+            request_key = _request_key(decision, template, doc)
+            memo = (self._memo, request_key) if request_key is not None else None
             return lambda sink, conn: answers.JsonAnswerFilter(
                 sink, lambda body: self._filter_list(kind, body, doc, decision, request_key),
                 memo=memo)
@@ -184,8 +183,8 @@ class Scope:
             return lambda sink, conn: answers.JsonAnswerFilter(
                 sink, lambda body: _done(answers.without_fields(body, remove)))
         if template == answers.EVENTS_TEMPLATE and decision.filters:
-            return lambda sink, conn: answers.EventStreamFilter(
-                sink, lambda event: self._event_visible(event, doc), conn)
+            decide = self._event_decider(doc, _request_key(decision, template, doc))
+            return lambda sink, conn: answers.EventStreamFilter(sink, decide, conn)
         return None
 
     async def _filter_list(self, kind: str, body: bytes, doc: dict[str, Any],
@@ -216,17 +215,47 @@ class Scope:
                 self._items.remember(request_key, [(keys[i], shown[i]) for i in todo])
         return shown
 
-    async def _event_visible(self, event: Any, doc: dict[str, Any]) -> bool:
-        item = answers.event_item(event)
-        if item["Kind"] in answers.LABELLESS_EVENTS and item["ID"]:
-            try:
-                target = await self.resolver.resolve(item["Kind"], item["ID"])
-            except TargetLookupFailed:
-                target = None
-            if target is not None:
-                item = {**target, "Action": item["Action"]}
-        (shown,) = await self._engine.visible(AUTHZ, doc, [item])
+    def _event_decider(self, doc: dict[str, Any], request_key: bytes | None):
+        """``decide(line)`` for one event stream: a bool when the item is remembered, else a Deferred."""
+        def decide(line: bytes) -> "bool | Deferred[bool]":
+            event = answers.EventLine(line)
+            if request_key is not None:
+                shown = self._items.get(request_key, event.key)
+                if shown is not None:
+                    return shown
+            item = event.item()
+            if item["Kind"] in answers.LABELLESS_EVENTS and item["ID"]:
+                # decided on the object's labels as dockerd has them now: never remembered
+                return ensureDeferred(self._labelless_visible(item, doc))
+            d = self._engine.visible(AUTHZ, doc, [item])
+            return d.addCallback(self._event_decided, request_key, event.key)
+        return decide
+
+    def _event_decided(self, flags: list[bool], request_key: bytes | None, key: bytes) -> bool:
+        (shown,) = flags
+        shown = shown is True
+        if request_key is not None:
+            self._items.remember(request_key, [(key, shown)])
         return shown
+
+    async def _labelless_visible(self, item: dict[str, Any], doc: dict[str, Any]) -> bool:
+        try:
+            target = await self.resolver.resolve(item["Kind"], item["ID"])
+        except TargetLookupFailed:
+            target = None
+        if target is not None:
+            item = {**target, "Action": item["Action"]}
+        (shown,) = await self._engine.visible(AUTHZ, doc, [item])
+        return shown is True
+
+
+def _request_key(decision: PolicyDecision, template: str, doc: dict[str, Any]) -> bytes | None:
+    """What remembered answers and items are keyed by: policy revision, route and the whole
+    input; None when the policy may answer the same input differently."""
+    if not decision.deterministic:
+        return None
+    return hashlib.sha256(decision.revision.encode() + b"\0" + template.encode() + b"\0"
+                          + jsoncodec.dumps_sorted(doc)).digest()
 
 
 async def _done(value: Any) -> Any:
