@@ -197,3 +197,67 @@ def test_the_waiting_limit_and_the_timeout_refuse(dsfw_factory, tmp_path):
     assert status == 503 and "did not answer within" in body["message"], body
     assert request(slow.socket, "GET", "/_ping")[0] == 200
     assert slow.alive()
+
+
+SCOPED = """package docker.authz
+import rego.v1
+
+allow if count(deny) == 0
+deny contains msg if {
+    input.PathPlain == sprintf("/containers/%s/exec", [input.Target.Name])
+    msg := sprintf("exec in %s (%s), mounts %v", [input.Target.Name, input.Target.Labels.probe,
+                                                 input.BindMounts])
+}
+deny contains msg if {
+    some name, volume in input.Volumes
+    msg := sprintf("volume %s known: %v, binds %v", [name, volume != null, input.BindMounts])
+}
+"""
+
+
+def test_scope_facts_are_the_same_for_a_large_body(dsfw_factory, tmp_path):
+    """input.Target, the container's mount facts and input.Volumes, decided in the worker."""
+    dsfw = dsfw_factory(policy_dir(tmp_path, {"p.rego": SCOPED}))
+    name = unique_name("dsfw-e2e-offload")
+    made = docker_cli(DOCKER, "create", "--name", name, "--label", "probe=big",
+                      "-v", "/tmp:/hosttmp", "localbusybox:latest", "sleep", "300")
+    assert made.returncode == 0, made.stderr
+    try:
+        messages = []
+        for count in (10, 2000):  # in process, then in the worker
+            exec_body = json.dumps({"Cmd": ["true"], "Env": [f"E{i}=" + "x" * 200
+                                                             for i in range(count)]}).encode()
+            create_body = big_create(env=count // 5, HostConfig={
+                "Binds": ["/srv/a:/a", f"{name}-no-such-volume:/data"]})
+            status, exec_answer = request(dsfw.socket, "POST", f"/v1.41/containers/{name}/exec",
+                                          exec_body)
+            assert status == 403, exec_answer
+            status, create_answer = request(dsfw.socket, "POST", CREATE, create_body)
+            assert status == 403, create_answer
+            messages.append((exec_answer["message"], create_answer["message"]))
+        assert messages[0] == messages[1]
+        assert f"exec in {name} (big), mounts" in messages[1][0] and "/tmp" in messages[1][0]
+        assert "known: false" in messages[1][1] and "/srv/a" in messages[1][1]
+        assert worker_pids(dsfw)
+    finally:
+        docker_cli(DOCKER, "rm", "-f", name)
+
+
+def test_dry_run_relays_what_the_worker_would_deny(dsfw_factory, tmp_path):
+    deny_all = 'package docker.authz\nimport rego.v1\ndeny contains "closed" if true\n'
+    dsfw = dsfw_factory(policy_dir(tmp_path, {"p.rego": deny_all}), "--dry-run")
+    status, body = request(dsfw.socket, "POST", CREATE, big_create(env=2000))
+    assert status == 404 and "No such image" in body["message"], body
+    assert worker_pids(dsfw)
+    assert "policy.dry_run_would_deny" in dsfw.log_text()
+
+
+def test_a_recorder_keeps_large_bodies_in_process(dsfw_factory, tmp_path):
+    records = tmp_path / "records"
+    dsfw = dsfw_factory(policy_dir(tmp_path, {"allow.rego": ALLOW}), "--record-dir", str(records))
+    status, body = request(dsfw.socket, "POST", CREATE, big_create(env=2000))
+    assert status == 404, body
+    (recorded,) = [r for r in (json.loads(p.read_text()) for p in records.iterdir())
+                   if r["input"]["Method"] == "POST"]
+    assert len(recorded["input"]["Body"]["Env"]) == 2000  # the whole input, as for any body
+    assert worker_pids(dsfw) == []
