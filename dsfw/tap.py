@@ -425,7 +425,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if options["body-worker-threshold"] > 0:
         body_worker = BodyWorker(reactor, engine, threshold=options["body-worker-threshold"],
                                  timeout=options["body-worker-timeout"],
-                                 max_waiting_bytes=options["body-worker-queue"])
+                                 max_waiting_bytes=options["body-worker-queue"],
+                                 drain_timeout=options["drain-timeout"])
     resource = FirewallResource(
         engine, relay, gate, max_json_body=options["max-json-body"],
         max_stream_body=options["max-stream-body"], peer_identity=peer_identity,

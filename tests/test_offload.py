@@ -283,6 +283,21 @@ class BodyWorkerTests(TestCase):
         second.close()
 
     @inlineCallbacks
+    def test_stopping_lets_open_bodies_finish_first(self):
+        worker = BodyWorker(reactor, self.engine, threshold=1, drain_timeout=20)
+        worker.startService()
+        job = worker.job(create_head(), [big_create()], 16 << 20)
+        yield job.parse()
+        stopped = worker.stopService()
+        self.assertFalse(stopped.called)
+        answer = yield job.decide(None, None, True)  # still answered while the edge drains
+        self.assertTrue(answer.decision.allowed)
+        self.assertFalse(stopped.called)
+        job.close()
+        yield stopped
+        self.assertIsNone(worker.pid)
+
+    @inlineCallbacks
     def test_parse_errors_are_the_edges_errors(self):
         worker = self.worker()
         job = worker.job(create_head(), [b'{"Image": 1, "Image": 2}', b" " * 100], 16 << 20)

@@ -280,7 +280,8 @@ class BodyWorker(Service):
                  timeout: float = DEFAULT_TIMEOUT,
                  max_waiting_bytes: int = DEFAULT_MAX_WAITING_BYTES,
                  max_waiting_jobs: int = DEFAULT_MAX_WAITING_JOBS, idle_exit: float = IDLE_EXIT,
-                 max_blob: int = 1 << 30, argv: list[str] | None = None):
+                 max_blob: int = 1 << 30, argv: list[str] | None = None,
+                 drain_timeout: float = 10.0):
         self._reactor = reactor
         self._engine = engine
         self._threshold = threshold
@@ -289,6 +290,8 @@ class BodyWorker(Service):
         self._max_jobs = max_waiting_jobs
         self._idle_exit = idle_exit
         self._max_blob = max_blob
+        self._drain_timeout = drain_timeout
+        self._drained: Deferred | None = None  # fires when the last open job closes
         self._argv = argv or [sys.executable, "-m", "dsfw.offload.worker"]
         self._ids = itertools.count(1)
         self._open: dict[int, BodyJob] = {}
@@ -430,6 +433,8 @@ class BodyWorker(Service):
             self._drop(job.process, job.id)
             job.process = None
         self._pump()
+        if not self._open:
+            self._drain_over()
 
     # -- failures: deny what the worker held, start afresh ---------------------
 
@@ -480,9 +485,25 @@ class BodyWorker(Service):
         log.info("body_worker.idle_exit", pid=process.transport.pid)
         process.transport.closeStdin()
 
-    def stopService(self) -> Deferred | None:
-        """End the worker: end of input, then SIGKILL after 2 s; fires when it is gone."""
+    def stopService(self) -> Deferred:
+        """Let the requests holding bodies finish (at most ``drain_timeout`` s, as the
+        edge drains), then end the worker: end of input, SIGKILL after 2 s."""
         super().stopService()
+        drained: Deferred = Deferred()
+        if self._open:
+            self._drained = drained
+            timer = self._reactor.callLater(self._drain_timeout, self._drain_over)
+            drained.addCallback(lambda _: timer.cancel() if timer.active() else None)
+        else:
+            drained.callback(None)
+        return drained.addCallback(lambda _: self._end_all())
+
+    def _drain_over(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def _end_all(self):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._current = None

@@ -10,7 +10,10 @@ the daemon calls for a small body.
 """
 from __future__ import annotations
 
+import traceback
 from typing import Any
+
+import structlog
 
 from dsfw.errors import DsfwError, PolicyEngineError, error_response
 from dsfw.input.path import CanonicalTarget
@@ -22,6 +25,8 @@ from dsfw.policy.loader import PolicySources
 from dsfw.scope.labels import creates_labelled, stamp
 from dsfw.scope.mounts import with_request_facts
 from dsfw.scope.scoping import named_volumes
+
+log = structlog.get_logger("dsfw.offload")
 
 DECISION_FIELDS = ("allowed", "package", "reasons", "engine", "revision", "labels", "remove",
                    "filters", "deterministic")
@@ -79,6 +84,10 @@ class BodyJobs:
             raise ValueError(f"unknown operation {op!r}")
         except Exception as e:  # every failure is an answer; the daemon denies on it
             self._parsed.pop(job, None)
+            if not isinstance(e, DsfwError):  # where, not what: a message may quote the body
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                log.warning("body_worker.failed", error=type(e).__name__, op=op,
+                            where=f"{where.filename}:{where.lineno}")
             return {"id": job, "error": error_of(e)}, b""
 
     def _parse(self, job: int, header: dict[str, Any], raw: bytes):
