@@ -291,3 +291,45 @@ class SecretsInMessagesTests(ResourceCase):
             self.assertNotIn("echoed-secret", text)
         decision = [e for e in logs if e["event"] == "policy.decision"][0]
         self.assertEqual(decision["reasons"], ["env is ['TOKEN=<redacted>']"])
+
+
+class HeadMemoTests(ResourceCase):
+    """Canonical heads are remembered by their bytes: never across different bytes, and bounded."""
+
+    def request(self, raw: bytes) -> dict:
+        self.channel.dataReceived(raw)
+        self.dockerd.answer(OK)
+        return self.engine.inputs[-1][1]
+
+    def test_same_bytes_same_input_different_bytes_never_mixed(self):
+        first = self.request(b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: x\r\n"
+                             b"X-Registry-Auth: alice\r\n\r\n")
+        again = self.request(b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: x\r\n"
+                             b"X-Registry-Auth: alice\r\n\r\n")
+        other = self.request(b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: x\r\n"
+                             b"X-Registry-Auth: bob\r\n\r\n")
+        spelled = self.request(b"GET /v1.41/containers/json?all=0 HTTP/1.1\r\nHost: x\r\n"
+                               b"X-Registry-Auth: alice\r\n\r\n")
+        self.assertEqual(first, again)
+        self.assertEqual(first["Headers"]["X-Registry-Auth"], "alice")
+        self.assertEqual(other["Headers"]["X-Registry-Auth"], "bob")
+        self.assertEqual(spelled["Query"], {"all": ["0"]})
+        forwarded = [c.transport.value() for c in self.dockerd.connections]
+        self.assertEqual(b"".join(forwarded).count(b"all=1"), 3)
+
+    def test_a_refused_head_is_refused_every_time(self):
+        for _ in range(2):
+            self.make()
+            code, _, body = self.send(b"GET /v1.41/containers/json HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+            self.assertEqual(code, 400, body)
+
+    def test_bounded_in_entries_and_long_heads_still_served(self):
+        from dsfw.edge.resource import HEAD_MEMO_BYTES, HEAD_MEMO_ENTRIES
+        for i in range(HEAD_MEMO_ENTRIES + 50):
+            self.request(b"GET /containers/c%d/json HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        self.assertLessEqual(len(self.resource._heads), HEAD_MEMO_ENTRIES)
+        long_value = b"v" * HEAD_MEMO_BYTES
+        doc = self.request(b"GET /_ping HTTP/1.1\r\nHost: x\r\nX-Long: " + long_value + b"\r\n\r\n")
+        self.assertEqual(doc["Headers"]["X-Long"], long_value.decode())
+        self.assertNotIn(long_value, b"".join(self.resource._heads))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import structlog
@@ -43,6 +44,9 @@ log = structlog.get_logger("dsfw")
 DEFAULT_MAX_JSON_BODY = 16 << 20
 DEFAULT_MAX_STREAM_BODY = 16 << 30
 _UNKNOWN = object()
+# Canonical heads remembered by the head's bytes: at most this many, each at most this long.
+HEAD_MEMO_ENTRIES = 256
+HEAD_MEMO_BYTES = 2048
 
 
 def _upgrade_of(request) -> str | None:
@@ -114,6 +118,7 @@ class FirewallResource(Resource):
             from twisted.internet import reactor as clock
         self._clock = clock
         self.inflight = InFlight(clock)
+        self._heads: OrderedDict[bytes, CanonicalRequest] = OrderedDict()
 
     def render(self, request):
         d = ensureDeferred(self._handle(request))
@@ -144,14 +149,16 @@ class FirewallResource(Resource):
             if self.inflight.draining:
                 raise ShuttingDown("dsfw is shutting down; retry on the restarted firewall")
             req = self.canonical_head(request)
-            bound = bound.bind(method=req.method, path=req.target.path)
+            peer = self._peer_of(request.channel)
+            if peer is not None:  # one bind: each copies the logger's context
+                bound = bound.bind(method=req.method, path=req.target.path,
+                                   **peer_log_fields(peer),
+                                   conn=getattr(request.channel, "dsfw_conn", None))
+            else:
+                bound = bound.bind(method=req.method, path=req.target.path)
             if self._verbose:
                 # the original firewall's first line; the target as canonicalized and redacted
                 bound.debug("request.received", target=redacted_input(_exposed(req))["Path"])
-            peer = self._peer_of(request.channel)
-            if peer is not None:
-                bound = bound.bind(**peer_log_fields(peer),
-                                   conn=getattr(request.channel, "dsfw_conn", None))
             stream = length = build_fields = None
             self._build_gate.check_buildkit_endpoint(req, bound)
             body_kind = req.route.body
@@ -260,7 +267,27 @@ class FirewallResource(Resource):
         _write_answer(request, status, content_type, body)
 
     def canonical_head(self, request) -> CanonicalRequest:
-        """The request line and headers in the one form dsfw decides and forwards."""
+        """The request line and headers in the one form dsfw decides and forwards.
+
+        A pure function of the head's bytes, so the result for a short head is
+        remembered by them (a client polling ``/_ping`` or ``/containers/json``
+        sends the same bytes each time); the value is immutable.  Refusals are
+        not remembered.
+        """
+        raw = getattr(request, "raw_head", None)
+        if raw is None or len(raw) > HEAD_MEMO_BYTES:
+            return self._canonical_head(request)
+        heads = self._heads
+        req = heads.get(raw)
+        if req is not None:
+            heads.move_to_end(raw)
+            return req
+        req = heads[raw] = self._canonical_head(request)
+        if len(heads) > HEAD_MEMO_ENTRIES:
+            heads.popitem(last=False)
+        return req
+
+    def _canonical_head(self, request) -> CanonicalRequest:
         try:
             method = request.method.decode("ascii")
         except UnicodeDecodeError:

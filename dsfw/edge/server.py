@@ -82,6 +82,7 @@ class ServerRequest:
         self._finish_waiters: list[Deferred] = []
         self._response_headers = None
         self._held = b""  # a response head waiting for the body that follows it
+        self.raw_head: bytes | None = None  # request line and headers as received
 
     # -- request body --------------------------------------------------------
 
@@ -417,6 +418,7 @@ class HTTPServerChannel(Protocol):
         body = RequestBody(self, framing, length, None, "")
         request = ServerRequest(self, method, target, version, headers, body, persistent,
                                 expect_continue)
+        request.raw_head = raw
         self._current = request
         self._body = body
         self._state = BODY if framing != "none" else WAIT
