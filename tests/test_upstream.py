@@ -428,3 +428,38 @@ class RealSocketTests(TestCase):
         d = self.assertFailure(d, UpstreamUnavailable)
         d.addCallback(lambda e: self.assertIn(path, e.message))
         return d
+
+
+class HeadMemoTests(SynchronousTestCase):
+    """Parsed response heads are remembered by their bytes: bounded, never mixed, errors kept."""
+
+    def exchange(self, response: bytes, **kwargs) -> RecordingSink:
+        conn, _ = connected()
+        sink = RecordingSink()
+        conn.send(b"GET /x HTTP/1.1\r\n\r\n", None, sink, **kwargs)
+        conn.dataReceived(response)
+        return sink
+
+    def test_same_head_twice_then_a_different_one(self):
+        head = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\n"
+        first, again = self.exchange(head + b"OK"), self.exchange(head + b"OK")
+        self.assertEqual((first.body, again.body), (b"OK", b"OK"))
+        self.assertEqual(first.head, again.head)
+        other = self.exchange(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertEqual(other.body, b"abc")
+        self.assertEqual(other.head.relayed(), ([b"Api-Version: 1.41"], 3))
+        # the same bytes mean a different framing for a HEAD request: decided per exchange
+        headed = self.exchange(head, head_only=True)
+        self.assertEqual((headed.body, headed.finished), (b"", 1))
+
+    def test_a_malformed_head_fails_every_time(self):
+        for _ in range(2):
+            sink = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+            self.assertIsInstance(sink.failure.value, UpstreamProtocolError)
+
+    def test_bounded(self):
+        from dsfw.edge import upstream
+        for i in range(upstream.HEAD_MEMO_ENTRIES + 20):
+            sink = self.exchange(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i)
+            self.assertEqual(sink.head.get(b"x-n"), b"%d" % i)
+        self.assertLessEqual(len(upstream._head_memo), upstream.HEAD_MEMO_ENTRIES)

@@ -11,6 +11,7 @@ with backpressure.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import interfaces
@@ -40,7 +41,7 @@ HOP_BY_HOP_RESPONSE = frozenset(
 
 
 class ResponseHead:
-    """Status line and headers of a dockerd response, as received."""
+    """Status line and headers of a dockerd response, as received; never changed once made."""
 
     __slots__ = ("status", "reason", "headers", "_relayed")
 
@@ -230,36 +231,8 @@ class DockerConnection(Protocol):
             return False
         raw = bytes(self._buf[:end])
         del self._buf[: end + 4]
-        lines = raw.split(b"\r\n")
-        try:
-            version, status_text, *rest = lines[0].split(b" ", 2)
-            status = int(status_text)
-        except ValueError:
-            raise UpstreamProtocolError("dockerd sent a malformed status line") from None
-        if not version.startswith(b"HTTP/1."):
-            raise UpstreamProtocolError("dockerd answered with an unknown HTTP version")
-        headers = []
-        relayed = []  # end-to-end lines for the client, made in the same walk
-        framing: dict[bytes, bytes] = {}  # the headers this parser acts on, lower-cased
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise UpstreamProtocolError("dockerd sent a malformed header line")
-            name = name.strip()
-            value = value.strip()
-            headers.append((name, value))
-            lname = name.lower()
-            if lname in _FRAMING_HEADERS:
-                if framing.get(lname, value) != value:
-                    raise UpstreamProtocolError(f"dockerd sent conflicting {name.decode()} headers")
-                framing[lname] = value
-            if lname not in HOP_BY_HOP_RESPONSE and lname != b"content-length":
-                relayed.append(name + b": " + value)
-        length = framing.get(b"content-length")
-        if length is not None and not length.isdigit():
-            raise UpstreamProtocolError("dockerd sent an invalid Content-Length")
-        head = ResponseHead(status, rest[0] if rest else b"", tuple(headers),
-                            (relayed, int(length) if length is not None else None))
+        version, head, framing = _response_head(raw)
+        status = head.status
         if 100 <= status < 200 and status != 101:
             return True  # interim response: wait for the real one
         connection = framing.get(b"connection", b"").lower()
@@ -275,8 +248,8 @@ class DockerConnection(Protocol):
                 raise UpstreamProtocolError("dockerd used an unsupported transfer coding")
             self._framing = "chunked"
             self._chunk_state = "size"
-        elif length is not None:
-            self._remaining = int(length)
+        elif head.relayed()[1] is not None:
+            self._remaining = head.relayed()[1]
             self._framing = "length" if self._remaining else "none"
         else:
             content_type = framing.get(b"content-type", b"")
@@ -429,6 +402,65 @@ class DockerConnection(Protocol):
             self.transport.abortConnection()
         if sink is not None:
             sink.failed(reason)
+
+
+# dockerd answers with the same few heads again and again (only Date changes, once a
+# second): parsed heads are remembered by their bytes, at most this many of this size.
+HEAD_MEMO_ENTRIES = 64
+HEAD_MEMO_BYTES = 2048
+_head_memo: OrderedDict[bytes, tuple[bytes, ResponseHead, dict[bytes, bytes]]] = OrderedDict()
+
+
+def _response_head(raw: bytes) -> tuple[bytes, ResponseHead, dict[bytes, bytes]]:
+    """(HTTP version, the head, its framing headers lower-cased) of a response head's bytes.
+
+    The result is never changed by its users, so a head seen before is
+    answered from the memo; a malformed one raises every time.
+    """
+    if len(raw) > HEAD_MEMO_BYTES:
+        return _parse_response_head(raw)
+    parsed = _head_memo.get(raw)
+    if parsed is not None:
+        _head_memo.move_to_end(raw)
+        return parsed
+    parsed = _head_memo[raw] = _parse_response_head(raw)
+    if len(_head_memo) > HEAD_MEMO_ENTRIES:
+        _head_memo.popitem(last=False)
+    return parsed
+
+
+def _parse_response_head(raw: bytes) -> tuple[bytes, ResponseHead, dict[bytes, bytes]]:
+    lines = raw.split(b"\r\n")
+    try:
+        version, status_text, *rest = lines[0].split(b" ", 2)
+        status = int(status_text)
+    except ValueError:
+        raise UpstreamProtocolError("dockerd sent a malformed status line") from None
+    if not version.startswith(b"HTTP/1."):
+        raise UpstreamProtocolError("dockerd answered with an unknown HTTP version")
+    headers = []
+    relayed = []  # end-to-end lines for the client, made in the same walk
+    framing: dict[bytes, bytes] = {}  # the headers this parser acts on, lower-cased
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise UpstreamProtocolError("dockerd sent a malformed header line")
+        name = name.strip()
+        value = value.strip()
+        headers.append((name, value))
+        lname = name.lower()
+        if lname in _FRAMING_HEADERS:
+            if framing.get(lname, value) != value:
+                raise UpstreamProtocolError(f"dockerd sent conflicting {name.decode()} headers")
+            framing[lname] = value
+        if lname not in HOP_BY_HOP_RESPONSE and lname != b"content-length":
+            relayed.append(name + b": " + value)
+    length = framing.get(b"content-length")
+    if length is not None and not length.isdigit():
+        raise UpstreamProtocolError("dockerd sent an invalid Content-Length")
+    head = ResponseHead(status, rest[0] if rest else b"", tuple(headers),
+                        (relayed, int(length) if length is not None else None))
+    return version, head, framing
 
 
 class _ChunkEncoder:
