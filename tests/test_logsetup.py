@@ -73,3 +73,26 @@ def test_every_event_is_bounded_in_bytes(tmp_path, fmt):
         record = json.loads(text)
         assert record["path"].startswith("/containers/create?qqq")
         assert record["reasons"][0] == "bind /srv/0 refused"
+
+
+def test_after_a_fork_the_output_is_chosen_again():
+    # twistd daemonizes by forking after start-up has logged: the child's fd 1
+    # is /dev/null and sys.stdout feeds --logfile, so the child must look again.
+    logsetup.configure(fmt="json", direct=True)
+    _emit()  # the parent decides where lines go
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: stdout to /dev/null, sys.stdout to the pipe
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            sys.stdout = os.fdopen(write_end, "w")
+            _emit()
+            sys.stdout.flush()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        line = pipe.read()
+    assert json.loads(line.splitlines()[-1])["event"] == "policy.decision"

@@ -166,7 +166,11 @@ class LargeReadsTests(TestCase):
         self.assertGreater(transport._tempDataLen, 0)
         got = yield threads.deferToThread(_read_exactly, peer, 1 + len(big))
         self.assertEqual(len(got), 1 + len(big))
-        transport.loseConnection()
+        # after an abort nothing more leaves: a cut stream must not end as if complete
+        transport.abortConnection()
+        write_now(transport, b"0\r\n\r\n")
+        got = yield threads.deferToThread(_read_exactly, peer, 1)
+        self.assertEqual(got, b"")
 
     @inlineCallbacks
     def test_half_closed_server_keeps_reading(self):

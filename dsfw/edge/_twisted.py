@@ -63,10 +63,12 @@ def write_now(transport, *pieces: bytes) -> None:
     end) go in one ``sendmsg`` without being copied together.  What the
     socket does not take now (or an error) goes through ``transport.write``,
     so order, backpressure and connection loss are handled by Twisted as
-    before.  Other transports (TLS, in-memory ones in tests) simply queue.
+    before.  Other transports (TLS, in-memory ones in tests) simply queue;
+    an aborted connection gets nothing more (a cut answer must stay cut).
     """
     if (isinstance(transport, tcp.Connection) and transport.connected
-            and not transport.disconnecting and not transport._writeDisconnecting
+            and not transport.disconnecting and not transport._aborting
+            and not transport._writeDisconnecting
             and not transport._tempDataLen and len(transport.dataBuffer) == transport.offset
             and not getattr(transport, "_sendmsgQueue", None)):
         one = len(pieces) == 1

@@ -133,6 +133,15 @@ def render_console(_logger, _name, event: dict[str, Any]) -> str:
 
 
 _stream_for_pid: tuple[int, Any] = (-1, None)
+_pid = os.getpid()  # kept current by a fork hook: asking the kernel per event line cost a syscall
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _output_stream():
@@ -145,7 +154,7 @@ def _output_stream():
     per process id, because daemonizing forks after start-up has logged.
     """
     global _stream_for_pid
-    pid = os.getpid()
+    pid = _pid
     if _stream_for_pid[0] != pid:
         stream = sys.stdout
         real = sys.__stdout__
@@ -250,8 +259,8 @@ def stamp(_logger, name: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def render_auto(logger, name, event: dict[str, Any]) -> str:
     """Human-readable lines on a terminal, JSON lines anywhere else (files, journald)."""
-    if _tty_for_pid[0] != os.getpid():
-        _tty_for_pid[:] = [os.getpid(), _terminal_output()]
+    if _tty_for_pid[0] != _pid:
+        _tty_for_pid[:] = [_pid, _terminal_output()]
     return render_console(logger, name, event) if _tty_for_pid[1] else _json_renderer(
         logger, name, event)
 
