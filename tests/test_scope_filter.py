@@ -14,7 +14,8 @@ from dsfw.input.request import CanonicalRequest
 from dsfw.policy import PolicyDecision
 from dsfw.scope.filter import event_item, list_item, remove_fields
 from dsfw.scope.labels import stamp
-from dsfw.scope.scoping import Scope, familiar_image
+from dsfw.scope.missing import familiar_image
+from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetResolver
 
 from tests.test_relay import FakeDockerd, FakeEngine, client, firewall

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dsfw import routes
 from dsfw.scope.cache import MISS, TargetCache
-from dsfw.scope.named import named_object
+from dsfw.scope.named import forwarded_by_id, named_object, push_reference
 from dsfw.scope.scoping import Scope
 from dsfw.scope.target import TargetLookupFailed, TargetResolver, identity
 
@@ -236,6 +236,56 @@ class ForwardedByIdTests(SynchronousTestCase):
         self.assertEqual(self.engine.inputs, [])
         self.assertEqual(len(self.dockerd.connections), 1)
         self.assertNotIn(b"/stop", self.dockerd.received())
+
+    def test_a_null_target_is_answered_never_forwarded(self):
+        self.channel.dataReceived(b"POST /v1.41/containers/web/stop HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 0\r\n\r\n")
+        self.dockerd.answer(http_json(404, {"message": "No such container: web"}))
+        head, _, body = self.client.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 404 "), head)
+        self.assertEqual(body, b'{"message":"No such container: web"}\n')
+        self.assertIsNone(self.engine.inputs[0][1]["Target"])  # the policy decided on null
+        self.assertNotIn(b"/stop", self.dockerd.received())
+
+    def test_rmi_of_an_id_prefix_goes_by_id_and_a_moved_name_is_refused(self):
+        image = {"Id": "sha256:" + "ab" * 32, "RepoTags": ["x:latest"], "Config": {}}
+        self.channel.dataReceived(b"DELETE /v1.41/images/abab HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(http_json(200, image))
+        self.assertIn(b"DELETE /v1.41/images/sha256:" + b"ab" * 32 + b" HTTP/1.1",
+                      self.dockerd.received())
+        self.dockerd.answer(http_json(200, []))
+        channel, client_ = client(self.resource, self.clock)
+        channel.dataReceived(b"DELETE /v1.41/images/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.dockerd.answer(http_json(200, image))  # decided on this image; just before relaying:
+        asking = next(i for i, c in enumerate(self.dockerd.connections)
+                      if c.transport.value().endswith(b"GET /images/x/json HTTP/1.1\r\n"
+                                                      b"Host: docker\r\n\r\n") and c._state != "idle")
+        self.dockerd.answer(http_json(200, {**image, "Id": "sha256:" + "cd" * 32}), asking)
+        head, _, body = client_.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 409 "), head)
+        self.assertIn("names another object than the one the policy judged",
+                      json.loads(body)["message"])
+        self.assertNotIn(b"DELETE /v1.41/images/x ", self.dockerd.received())
+
+
+class ByNameTests(SynchronousTestCase):
+    def test_push_reference(self):
+        self.assertEqual(push_reference("x", "v1"), "x:v1")
+        self.assertEqual(push_reference("x:1", "v2"), "x:v2")
+        self.assertEqual(push_reference("localhost:5000/x", "t"), "localhost:5000/x:t")
+        self.assertEqual(push_reference("localhost:5000/x:1", None), "localhost:5000/x:1")
+        self.assertIsNone(push_reference("localhost:5000/x", None))  # every tag
+        self.assertIsNone(push_reference("x", ""))
+
+    def test_id_prefixes_by_id(self):
+        image = {"ID": "sha256:" + "ab" * 32, "Names": ["abab:latest"]}
+        rmi = named("DELETE", "/images/abab")
+        save = named("GET", "/images/abab/get")
+        self.assertTrue(forwarded_by_id(rmi, image))  # dockerd's isImageIDPrefix
+        self.assertFalse(forwarded_by_id(save, image))  # a repository's tags are saved
+        self.assertTrue(forwarded_by_id(save, {**image, "Names": ["other:1"]}))
+        self.assertFalse(forwarded_by_id(named("DELETE", "/images/busybox"), image))
+        self.assertFalse(forwarded_by_id(named("POST", "/images/abab/push"), image))
 
 
 class EventWatcherTests(SynchronousTestCase):

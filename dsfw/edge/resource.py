@@ -209,7 +209,7 @@ class FirewallResource(Resource):
                 return
             forward, answer_filter = req, None
             if scoped is not None:
-                forward = scoped.forward
+                forward = await self._scope.forwardable(scoped)
                 if decision is not None and answer is None:  # the worker stamped its body
                     forward = self._scope.stamp(decision, forward)
                     answer_filter = self._scope.answer_filter(decision, doc, forward)

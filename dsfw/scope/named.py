@@ -7,10 +7,13 @@ parameter is the object's full ID.  That holds for almost every route; not
 where the name itself is the argument (``docker rmi name`` untags rather than
 deletes, ``docker push`` and ``docker save`` need a name, a plugin push or
 upgrade its reference), nor for ``/distribution/{name}/json``, which asks a
-registry about an image rather than naming a local one.
+registry about an image rather than naming a local one.  Where such a route
+is given an ID prefix, dockerd reads it as the ID, and so does dsfw
+(:func:`forwarded_by_id`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from dsfw.routes import Route
@@ -25,6 +28,11 @@ _BY_NAME = frozenset({
     ("POST", "/plugins/{name}/push"), ("POST", "/plugins/{name}/upgrade"),
 })
 _NOT_LOCAL = frozenset({"/distribution/{name}/json"})
+# By-name image routes that read an ID prefix as the ID (isImageIDPrefix, tarexport's Search).
+_IMAGE_ID_PREFIX = frozenset({("DELETE", "/images/{name}"), ("GET", "/images/{name}/get")})
+_HEX = re.compile(r"(sha256:)?[0-9a-f]+\Z")
+PUSH = ("POST", "/images/{name}/push")
+SAVE = ("GET", "/images/{name}/get")
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,51 @@ def named_object(method: str, route: Route) -> NamedObject | None:
         if kind in KINDS:
             return NamedObject(kind, value, name, (method, route.template) not in _BY_NAME, route)
     return None
+
+
+DOCKER_IO = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
+
+
+def familiar_repository(ref: str) -> str:
+    """``docker.io/library/x:1`` -> ``x``: an image reference's repository as dockerd shows it."""
+    for prefix in DOCKER_IO:
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    head, _, last = ref.split("@", 1)[0].rpartition("/")
+    return (head + "/" if head else "") + last.split(":", 1)[0]
+
+
+def forwarded_by_id(named: NamedObject, target: dict) -> bool:
+    """True when dockerd, given ``target``'s ID in place of ``named.ref``, does the same.
+
+    On ``docker rmi`` dockerd reads a reference that is a prefix of the image
+    ID it resolves to as that ID (daemon/images/image_delete.go
+    isImageIDPrefix), and ``GET /images/{name}/get`` an ID prefix that is no
+    repository name; there the full ID is what dsfw forwards.
+    """
+    if named.rewrite:
+        return True
+    if (named.route.endpoint.method, named.route.template) not in _IMAGE_ID_PREFIX:
+        return False
+    ref, ident = named.ref, str(target.get("ID") or "")
+    if not _HEX.match(ref) or not (ident.startswith(ref) or ident.split(":", 1)[-1].startswith(ref)):
+        return False
+    if named.route.endpoint.method == "DELETE":
+        return True
+    # save: a name that is also a repository saves that repository's tags
+    return not any(familiar_repository(tag) == ref for tag in target.get("Names") or ())
+
+
+def push_reference(name: str, tag: str | None) -> str | None:
+    """The one reference ``POST /images/{name}/push?tag=`` pushes, or None for all of a repository's tags.
+
+    dockerd applies ``tag`` over any tag in ``name`` (reference.WithTag); a
+    name without a tag or digest, and no ``tag``, pushes every tag of the repository.
+    """
+    head, _, last = name.rpartition("/")
+    if "@" in last:
+        return name
+    if tag:
+        return (head + "/" if head else "") + last.split(":", 1)[0] + ":" + tag
+    return name if ":" in last else None

@@ -5,75 +5,37 @@ decides (the object the request names, as ``input.Target``, the request naming
 it by ID, and for requests that make dockerd mount a container's volumes
 the mount facts of :mod:`dsfw.scope.mounts`); :meth:`Scope.check_visible` with the decision, before a
 denial is enforced (an object the caller may not see is answered as missing,
-never as forbidden, which would say it exists); :meth:`Scope.stamp` (labels
+never as forbidden, which would say it exists); :meth:`Scope.forwardable`
+(a name that named nothing is answered, never forwarded); :meth:`Scope.stamp` (labels
 on what the request creates); and :meth:`Scope.answer_filter` (filtered
 answers).  A policy without the scoping rules costs a dictionary lookup here.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
-from dsfw.errors import DsfwError, PolicyEngineError
+from dsfw.errors import DsfwError, Forbidden, PolicyEngineError
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
-from dsfw.scope.named import NamedObject, named_object
-from dsfw.scope.target import TargetLookupFailed, TargetResolver, with_object_id
+from dsfw.scope.missing import HiddenObject, missing_answer
+from dsfw.scope.named import PUSH, SAVE, NamedObject, forwarded_by_id, named_object, push_reference
+from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_object_id
 
 # Visibility of list items by (request input, item key), deterministic policies only.
 ITEM_MEMO_BYTES = 2 << 20
-_DOCKER_IO = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
 
 
-class HiddenObject(DsfwError):
-    """The caller may not see the object: answered exactly as dockerd answers a missing one."""
+class ObjectMoved(DsfwError):
+    """A name moved to another object between the decision and the relay."""
 
-    status = 404
-    prefix = ""
-
-    def body(self) -> bytes:
-        """dockerd's own bytes for a missing object (Go's compact JSON)."""
-        return json.dumps({"message": self.message}, separators=(",", ":")).encode() + b"\n"
-
-
-def familiar_image(ref: str) -> str:
-    """How dockerd names a missing image reference: ``busybox`` -> ``busybox:latest``."""
-    if ref.startswith("sha256:"):
-        return ref
-    for prefix in _DOCKER_IO:
-        if ref.startswith(prefix):
-            ref = ref[len(prefix):]
-            break
-    if "@" in ref or ":" in ref.rsplit("/", 1)[-1]:
-        return ref
-    return ref + ":latest"
-
-
-def missing_message(named: NamedObject) -> str:
-    """dockerd 20.10's message for a missing object of this kind, on this route."""
-    kind, ref = named.kind, named.ref
-    if kind == "container":
-        return f"No such container: {ref}"
-    if kind == "exec":
-        return f"No such exec instance: {ref}"
-    if kind == "image":
-        if named.route.template == "/images/{name}/json":
-            return f"no such image: {ref}: No such image: {familiar_image(ref)}"
-        if named.route.template == "/images/{name}/get":
-            return f"No such image: {ref}"
-        return f"No such image: {familiar_image(ref)}"
-    if kind == "volume":
-        return f"get {ref}: no such volume"
-    if kind == "plugin":
-        return f'plugin "{ref}" not found'
-    return f"{kind} {ref} not found"  # network, service, task, node, secret, config
+    status = 409
 
 
 _CREATES_MOUNTS = frozenset({("POST", "/containers/create")})
@@ -108,6 +70,8 @@ class ScopedRequest:
     named: NamedObject | None = None
     target: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # mount facts judged again
+    missing: HiddenObject | None = None  # the named object did not exist: dsfw answers
+    by_name: bool = False  # forwarded naming the object as the client did
 
     @property
     def fields(self) -> dict[str, Any] | None:
@@ -140,15 +104,52 @@ class Scope:
             # a create mounting named volumes: whose they are (input.Volumes)
             found = {name: await self.resolver.resolve("volume", name) for name in volumes}
             return ScopedRequest(req, facts={"Volumes": found})
-        target = await self.resolver.resolve(named.kind, named.ref)
-        forward = req
-        if target is not None and named.rewrite and target.get("ID"):
+        if (req.method, named.route.template) == PUSH:
+            ref = push_reference(named.ref, req.target.param("tag"))
+            if ref is None:
+                raise Forbidden("a push of every tag of a repository acts on several images, "
+                                "which no policy input can show as one object; push one tag")
+            named = replace(named, ref=ref)
+        found = await self.resolver.find(named.kind, named.ref)
+        if isinstance(found, Absent):
+            return ScopedRequest(req, named, None, missing=missing_answer(named, req, found))
+        target = found
+        forward, by_name = req, not forwarded_by_id(named, target)
+        if by_name and (req.method, named.route.template) == SAVE and \
+                push_reference(named.ref, None) is None:
+            raise Forbidden("saving a repository saves every tag of it, which no policy input "
+                            "can show as one object; name a tag or the image ID")
+        if not by_name:
+            if not target.get("ID"):
+                raise TargetLookupFailed(f"dockerd gave no ID for {named.kind} {named.ref!r}; "
+                                         "request denied")
             forward = with_object_id(req, named, target["ID"])
         facts: dict[str, Any] = {}
         if target is not None and (req.method, req.route.template) in MOUNTING:
             # dockerd resolves host paths now, not at create: judge them again
             facts = with_request_facts(req, await mount_facts(self.resolver, target))
-        return ScopedRequest(forward, named, target, facts)
+        return ScopedRequest(forward, named, target, facts, by_name=by_name)
+
+    async def forwardable(self, scoped: ScopedRequest) -> Any:
+        """The request for dockerd; raises dockerd's missing-object answer for a null target.
+
+        A name that named nothing at lookup is never forwarded: an object
+        made since then (by anyone, on any socket) would be acted on although
+        the policy judged "no such object".  A request that must name its
+        object by name (``docker rmi name``, push, save) is looked up again,
+        uncached, just before it leaves: if the name now names another
+        object, it is refused.
+        """
+        if scoped.missing is not None:
+            raise scoped.missing
+        named, target = scoped.named, scoped.target
+        if not scoped.by_name or named is None or target is None:
+            return scoped.forward
+        now = await self.resolver.find(named.kind, named.ref, fresh=True)
+        if isinstance(now, Absent) or now.get("ID") != target.get("ID"):
+            raise ObjectMoved(f"{named.kind} {named.ref} names another object than the one the "
+                              "policy judged (it changed meanwhile); request refused, try again")
+        return scoped.forward
 
     async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
                             scoped: ScopedRequest) -> None:
@@ -157,7 +158,7 @@ class Scope:
             return
         (shown,) = await self._engine.visible(AUTHZ, doc, [scoped.target])
         if not shown:
-            raise HiddenObject(missing_message(scoped.named))
+            raise missing_answer(scoped.named, scoped.forward)
 
     def stamp(self, decision: PolicyDecision, forward):
         """``forward`` with the policy's labels on what it creates."""

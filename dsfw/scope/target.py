@@ -12,6 +12,7 @@ dockerd through the edge's pool, remembers answers in a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -41,6 +42,18 @@ _INSPECT = {
     "plugin": "/plugins/{ref}/json",
 }
 _SWARM_KINDS = frozenset({"service", "task", "node", "secret", "config"})
+
+
+@dataclass(frozen=True)
+class Absent:
+    """dockerd's own answer when dsfw looked up an object that does not exist.
+
+    dsfw answers a request naming it from this (:mod:`dsfw.scope.scoping`)
+    rather than forwarding the name, which an object made later could take.
+    """
+
+    status: int
+    message: str
 
 
 class TargetLookupFailed(DsfwError):
@@ -148,18 +161,26 @@ class TargetResolver:
 
         Raises :class:`TargetLookupFailed` when dockerd cannot say.
         """
+        found = await self.find(kind, ref)
+        return None if isinstance(found, Absent) else found
+
+    async def find(self, kind: str, ref: str, fresh: bool = False) -> dict[str, Any] | Absent:
+        """:meth:`resolve`, with dockerd's own answer (:class:`Absent`) for a missing object.
+
+        ``fresh`` asks dockerd even when the cache holds ``ref``.
+        """
         trusted = self._trusted()
-        if trusted:
+        if trusted and not fresh:
             cached = self.cache.get(kind, ref)
             if cached is not MISS:
                 return cached
         generation = self.cache.generation
         target = await self._lookup(kind, ref)
-        if trusted and target is not None and self._trusted():
+        if trusted and not isinstance(target, Absent) and self._trusted():
             self.cache.put(kind, ref, target, generation)
         return target
 
-    async def _lookup(self, kind: str, ref: str) -> dict[str, Any] | None:
+    async def _lookup(self, kind: str, ref: str) -> dict[str, Any] | Absent:
         path = api_path(_INSPECT[kind], ref)
         try:
             status, answer = await get_json(self._pool, self._clock, path, timeout=self._timeout)
@@ -170,9 +191,9 @@ class TargetResolver:
             if kind == "exec" and isinstance(answer, dict):
                 return await self._exec(answer)
             return identity(kind, answer)
-        if _is_absent(kind, status, answer):
-            return None
         message = answer.get("message") if isinstance(answer, dict) else None
+        if _is_absent(kind, status, answer):
+            return Absent(status, message if isinstance(message, str) else "")
         raise TargetLookupFailed(f"dockerd answered {status} when dsfw looked up {kind} {ref!r} "
                                  f"({message or 'no message'}); request denied")
 
