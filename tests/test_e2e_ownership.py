@@ -152,8 +152,34 @@ def test_owner_isolation_through_the_cli(owners):
     _ok(admin.docker("inspect", mine))
 
     # unscoped actions are refused with a reason, not hidden
-    pruned = bob.docker("container", "prune", "-f")
-    assert pruned.returncode != 0 and "pruning containers acts on objects of other callers" in pruned.stderr
+    df = bob.docker("system", "df")
+    assert df.returncode != 0 and "docker system df acts on objects of other callers" in df.stderr
+
+
+def test_prunes_remove_the_callers_own_objects_only(owners):
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    marker = "dsfw.test=" + unique_name("prune")  # only this test's objects are candidates
+    theirs, own = unique_name("dsfw-alice"), unique_name("dsfw-bob")
+    names += [theirs, own]
+    nets = [unique_name("dsfw-anet"), unique_name("dsfw-bnet")]
+    try:
+        _ok(alice.docker("create", "--name", theirs, "--label", marker, TEST_IMAGE, "true"))
+        _ok(bob.docker("create", "--name", own, "--label", marker, TEST_IMAGE, "true"))
+        _ok(alice.docker("network", "create", "--label", marker, nets[0]))
+        _ok(bob.docker("network", "create", "--label", marker, nets[1]))
+        out = _ok(bob.docker("container", "prune", "-f", "--filter", f"label={marker}"))
+        assert docker_cli(DOCKER_SOCKET, "inspect", own).returncode != 0, out
+        assert docker_cli(DOCKER_SOCKET, "inspect", theirs).returncode == 0
+        _ok(bob.docker("network", "prune", "-f", "--filter", f"label={marker}"))
+        assert docker_cli(DOCKER_SOCKET, "network", "inspect", nets[1]).returncode != 0
+        assert docker_cli(DOCKER_SOCKET, "network", "inspect", nets[0]).returncode == 0
+        # the exempt group prunes everything the client's filter selects
+        _ok(callers["admin"].docker("container", "prune", "-f", "--filter", f"label={marker}"))
+        assert docker_cli(DOCKER_SOCKET, "inspect", theirs).returncode != 0
+    finally:
+        for net in nets:
+            docker_cli(DOCKER_SOCKET, "network", "rm", net)
 
 
 def test_volumes_are_owned_too(owners):

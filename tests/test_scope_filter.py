@@ -292,6 +292,24 @@ class StampTests(SynchronousTestCase):
         self.assertEqual([k for k, _ in out.target.query].count("labels"), 1)
         self.assertRaises(BadRequest, stamp, request("POST", b"/build?labels=nojson"), self.OWNER)
 
+    def test_prunes_are_restricted_to_the_labels(self):
+        from urllib.parse import quote
+        both = {"label": {"dsfw.owner.uid=1000": True, "x=1": True}, "until": {"1h": True}}
+        for given in ('{"label":["x=1","dsfw.owner.uid=0"],"until":["1h"]}',
+                      '{"label":{"x=1":true,"dsfw.owner.uid=0":false},"until":{"1h":true}}'):
+            out = stamp(request("POST", f"/containers/prune?filters={quote(given)}&filters=zz".encode()),
+                        self.OWNER)
+            self.assertEqual([k for k, _ in out.target.query], ["filters"])
+            filters = json.loads(out.target.param("filters"))
+            # dockerd ANDs label filters: the client's own can only narrow the caller's objects
+            self.assertEqual(filters["until"], both["until"])
+            self.assertIn("dsfw.owner.uid=1000", filters["label"])
+        out = stamp(request("POST", b"/volumes/prune"), self.OWNER)
+        self.assertEqual(json.loads(out.target.param("filters")), {"label": {"dsfw.owner.uid=1000": True}})
+        for bad in (b"/images/prune?filters=nojson", b"/images/prune?filters=%5B%5D",
+                    b"/networks/prune?filters=%7B%22label%22%3A%22x%22%7D"):
+            self.assertRaises(BadRequest, stamp, request("POST", bad), self.OWNER)
+
     def test_other_routes_unchanged(self):
         req = request("POST", b"/containers/web/start")
         self.assertIs(stamp(req, self.OWNER), req)

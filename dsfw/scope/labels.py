@@ -4,6 +4,11 @@ The labels are merged into the request dsfw forwards, over whatever the
 client sent for the same keys, so a client cannot forge an owner label.
 Go's JSON decoder matches keys without regard to case (``labels`` fills
 ``Labels``), so every spelling of the key is merged into one ``Labels``.
+
+The same labels restrict prunes: ``POST /containers/prune`` (images,
+volumes, networks) is forwarded with a ``label=key=value`` filter for each,
+which dockerd ANDs with the client's own filters, so a caller prunes only
+objects stamped as its creations are.
 """
 from __future__ import annotations
 
@@ -26,11 +31,43 @@ _BODY_PLACES: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("POST", "/configs/create"): (("Labels",),),
 }
 _BUILD = ("POST", "/build")
+# Prunes whose filters take label= (moby 20.10 daemon/prune.go, volume/service).
+_PRUNES = frozenset({("POST", "/containers/prune"), ("POST", "/images/prune"),
+                     ("POST", "/volumes/prune"), ("POST", "/networks/prune")})
 
 
 def creates_labelled(method: str, template: str) -> bool:
-    """True when a request on this route creates something that carries labels."""
-    return (method, template) in _BODY_PLACES or (method, template) == _BUILD
+    """True when the labels a policy returns apply to a request on this route."""
+    key = (method, template)
+    return key in _BODY_PLACES or key == _BUILD or key in _PRUNES
+
+
+def read_filters(given: str | None) -> dict[str, dict[str, bool]]:
+    """A ``filters`` query as dockerd reads it (filters.FromJSON): the map of maps, else the legacy map of lists."""
+    if not given:
+        return {}
+    try:
+        value = json.loads(given)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        if all(v is None or isinstance(v, dict) and all(isinstance(b, bool) or b is None
+                                                        for b in v.values())
+               for v in value.values()):
+            return {k: dict(v or {}) for k, v in value.items()}
+        if all(v is None or isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for v in value.values()):
+            return {k: {x: True for x in v or ()} for k, v in value.items()}
+    raise BadRequest("the filters parameter is not a filter object dockerd reads")
+
+
+def _restrict_prune(req, labels: Mapping[str, str]):
+    target = req.target
+    fields = read_filters(target.param("filters"))
+    fields.setdefault("label", {}).update({f"{k}={v}": True for k, v in labels.items()})
+    query = tuple((k, v) for k, v in target.query if k != "filters")
+    query += (("filters", json.dumps(fields, separators=(",", ":"), sort_keys=True)),)
+    return replace(req, target=replace(target, query=query))
 
 
 def _key(node: dict, name: str) -> str | None:
@@ -61,6 +98,8 @@ def stamp(req, labels: Mapping[str, str]):
     key = (req.method, req.route.template)
     if key == _BUILD:
         return _stamp_build(req, labels)
+    if key in _PRUNES:
+        return _restrict_prune(req, labels)
     places = _BODY_PLACES.get(key)
     if not places:
         return req

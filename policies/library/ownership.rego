@@ -16,10 +16,14 @@
 # Objects of other kinds without an owner (containers created before dsfw, or
 # directly on dockerd's socket) are visible to exempt callers only.
 #
-# Refused for callers who are not exempt, because they act on objects the
-# request does not name in its path (so dsfw cannot tell whose they are):
-# prunes, `docker system df`, `docker commit`, `docker save` of several
-# images (GET /images/get), and `docker network connect/disconnect`.
+# Prunes of containers, images, volumes and networks are scoped: the owner
+# labels below restrict them (dsfw adds label=dsfw.owner.uid=... to the
+# filters it forwards), so a caller prunes only its own objects; exempt
+# callers prune everything. Refused for callers who are not exempt, because
+# they act on objects the request does not name in its path (so dsfw cannot
+# tell whose they are): the build cache prune, `docker system df`, `docker
+# commit`, `docker save` (GET /images/get), and `docker network
+# connect/disconnect`.
 # Mounting another caller's named volume (`-v name:/path`, `--mount
 # source=name`; dsfw resolves them as input.Volumes) is refused. Joining
 # another container's namespaces or volumes (`--volumes-from`, `--network
@@ -66,6 +70,23 @@ _ownership_uid := input.Peer.Uid if is_number(input.Peer.Uid)
 labels := object.union({"dsfw.owner.uid": sprintf("%d", [_ownership_uid])}, _ownership_user) if {
 	common.enabled
 	_ownership_uid
+	not _ownership_prunes_all
+}
+
+# Prunes that the labels restrict to the caller's objects (exempt callers: all).
+_ownership_prunes := {"/containers/prune", "/images/prune", "/volumes/prune", "/networks/prune"}
+
+_ownership_prunes_all if {
+	_ownership_exempt
+	input.Route in _ownership_prunes
+}
+
+deny contains msg if {
+	common.enabled
+	not _ownership_exempt
+	input.Route in _ownership_prunes
+	not _ownership_uid
+	msg := sprintf("a prune is limited to the caller's objects by its uid, and this caller has none; you are %s (data.library.ownership.exempt)", [common.caller])
 }
 
 _ownership_user := {"dsfw.owner.user": input.Peer.User} if is_string(input.Peer.User)
@@ -112,10 +133,6 @@ deny contains msg if {
 }
 
 _ownership_unscoped := {
-	"/containers/prune": "pruning containers",
-	"/volumes/prune": "pruning volumes",
-	"/networks/prune": "pruning networks",
-	"/images/prune": "pruning images",
 	"/build/prune": "pruning the build cache",
 	"/system/df": "docker system df",
 	"/commit": "docker commit",

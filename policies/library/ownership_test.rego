@@ -68,9 +68,18 @@ test_shared_objects_are_changed_by_exempt_callers_only if {
 	count(_deny(_req(_bob, "DELETE", "/containers/{id}", {"Target": _container(1001)}))) == 0
 }
 
+test_prunes_are_limited_to_the_callers_objects if {
+	count(_deny(_req(_bob, "POST", "/containers/prune", {}))) == 0
+	data.docker.authz.labels == {"dsfw.owner.uid": "1001", "dsfw.owner.user": "bob"} with input as _req(_bob, "POST", "/volumes/prune", {}) with data.library as _lib
+	not data.docker.authz.labels with input as _req(_admin, "POST", "/images/prune", {}) with data.library as _lib
+	data.docker.authz.labels with input as _req(_admin, "POST", "/containers/create", {}) with data.library as _lib
+	some msg in _deny(_req({"User": "tlsclient"}, "POST", "/networks/prune", {}))
+	startswith(msg, "a prune is limited to the caller's objects by its uid")
+}
+
 test_unscoped_actions_need_an_exempt_caller if {
-	some msg in _deny(_req(_bob, "POST", "/containers/prune", {}))
-	startswith(msg, "pruning containers acts on objects of other callers")
+	some msg in _deny(_req(_bob, "POST", "/build/prune", {}))
+	startswith(msg, "pruning the build cache acts on objects of other callers")
 	some msg2 in _deny(_req(_bob, "POST", "/networks/{id}/connect", {"Target": _unowned("network")}))
 	startswith(msg2, "connecting containers to networks")
 	count(_deny(_req(_admin, "GET", "/system/df", {}))) == 0
