@@ -292,3 +292,42 @@ def test_label_scoped_read_only_profile(dsfw_factory, tmp_path):
     finally:
         for name in (shown, hidden):
             docker_cli(DOCKER_SOCKET, "rm", "-f", name)
+
+
+def test_connect_and_commit_are_judged_on_their_containers(owners):
+    """The container named in connect's body and commit's query is resolved like a path's."""
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    theirs, own, nowhere = unique_name("dsfw-alice"), unique_name("dsfw-bob"), unique_name("dsfw-no")
+    names += [theirs, own]
+    nets = [unique_name("dsfw-bnet"), unique_name("dsfw-anet")]
+    image = unique_name("dsfw-commit") + ":v1"
+    try:
+        _ok(alice.docker("create", "--name", theirs, TEST_IMAGE, "true"))
+        _ok(bob.docker("create", "--name", own, TEST_IMAGE, "true"))
+        _ok(bob.docker("network", "create", nets[0]))
+        _ok(alice.docker("network", "create", nets[1]))
+        _ok(bob.docker("network", "connect", nets[0], own))
+        attached = docker_cli(DOCKER_SOCKET, "inspect", "-f", "{{json .NetworkSettings.Networks}}", own)
+        assert nets[0] in json.loads(attached.stdout)
+        # alice's container and network are missing for bob, with dockerd's words
+        hidden, missing = bob.docker("network", "connect", nets[0], theirs), \
+            bob.docker("network", "connect", nets[0], nowhere)
+        assert f"No such container: {theirs}" in hidden.stderr
+        assert hidden.stderr.replace(theirs, "X") == missing.stderr.replace(nowhere, "X")
+        hidden = bob.docker("network", "connect", nets[1], own)
+        assert hidden.returncode != 0 and f"network {nets[1]} not found" in hidden.stderr
+        _ok(bob.docker("network", "disconnect", nets[0], own))
+        # commit: bob's container becomes bob's image; alice's is missing
+        _ok(bob.docker("commit", own, image))
+        labels = json.loads(docker_cli(DOCKER_SOCKET, "image", "inspect", "-f",
+                                       "{{json .Config.Labels}}", image).stdout)
+        assert labels["dsfw.owner.uid"] == str(uids["bob"])
+        committed = bob.docker("commit", theirs, image)
+        assert committed.returncode != 0 and f"No such container: {theirs}" in committed.stderr
+    finally:
+        docker_cli(DOCKER_SOCKET, "rmi", image)
+        for name in (own, theirs):
+            docker_cli(DOCKER_SOCKET, "rm", "-f", name)
+        for net in nets:
+            docker_cli(DOCKER_SOCKET, "network", "rm", net)

@@ -267,6 +267,29 @@ class ForwardedByIdTests(SynchronousTestCase):
                       json.loads(body)["message"])
         self.assertNotIn(b"DELETE /v1.41/images/x ", self.dockerd.received())
 
+    def test_connect_names_its_container_by_id_and_a_missing_one_is_answered(self):
+        network = {"Id": "n" * 64, "Name": "n1", "Labels": {}}
+        body = b'{"Container":"web"}'
+        request = (b"POST /v1.41/networks/n1/connect HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.dataReceived(request)
+        self.dockerd.answer(http_json(200, network))
+        self.dockerd.answer(http_json(200, container_answer()))
+        sent = b"".join(c.transport.value() for c in self.dockerd.connections)
+        self.assertIn(b"POST /v1.41/networks/" + b"n" * 64 + b"/connect HTTP/1.1", sent)
+        self.assertIn(b'\r\n\r\n{"Container":"%s"}' % CID.encode(), sent)
+        self.assertEqual(self.engine.inputs[0][1]["Container"]["ID"], CID)
+        self.dockerd.answer(http_json(200, {}))
+        self.resource._scope.resolver.cache.clear()
+        channel, client_ = client(self.resource, self.clock)
+        channel.dataReceived(request)
+        self.dockerd.answer(http_json(200, network))
+        self.dockerd.answer(http_json(404, {"message": "No such container: web"}))
+        self.assertEqual(client_.value().partition(b"\r\n\r\n")[2],
+                         b'{"message":"No such container: web"}\n')
+        after = b"".join(c.transport.value() for c in self.dockerd.connections)
+        self.assertEqual(after.count(b"/connect HTTP/1.1"), 1)  # not forwarded again
+
 
 class ByNameTests(SynchronousTestCase):
     def test_push_reference(self):

@@ -100,3 +100,15 @@ def missing_answer(named: NamedObject, req, absent: Absent | None = None) -> Hid
     if (req.method, template) == ("DELETE", "/volumes/{name}") and _go_bool(req.target.param("force")):
         return HiddenObject(None, 204)  # volume rm -f: a missing volume is no error
     return HiddenObject(missing_message(named))
+
+
+def related_missing(req, ref: str) -> HiddenObject:
+    """dockerd's answer when the container a network connect/disconnect body names is missing.
+
+    A forced disconnect of a missing container removes an endpoint of that
+    name instead (ForceEndpointDelete); with no such endpoint dockerd says so.
+    """
+    if req.route.template == "/networks/{id}/disconnect" and isinstance(req.body, dict) \
+            and req.body.get("Force") is True:
+        return HiddenObject(f"endpoint {ref} not found")
+    return HiddenObject(f"No such container: {ref}")

@@ -53,10 +53,26 @@ class NamedObject:
         return path
 
 
-def named_object(method: str, route: Route) -> NamedObject | None:
-    """The object ``route`` names, or None (lists, creates, system routes, unknown paths)."""
+# Objects a request names outside its path, by (method, route template):
+# a query parameter (read as Go's FormValue reads it, the first) ...
+_QUERY_NAMED = {("POST", "/commit"): ("container", "container")}
+# ... or a field of the JSON body, named besides the path's object (input.Container).
+BODY_NAMED = {("POST", "/networks/{id}/connect"): ("container", "Container"),
+              ("POST", "/networks/{id}/disconnect"): ("container", "Container")}
+
+
+def named_object(method: str, route: Route, target=None) -> NamedObject | None:
+    """The object ``route`` names, or None (lists, creates, system routes, unknown paths).
+
+    ``target`` (the request's :class:`~dsfw.input.path.CanonicalTarget`)
+    gives objects named in the query, such as ``docker commit``'s container.
+    """
     if not route.known or route.template in _NOT_LOCAL:
         return None
+    by_query = _QUERY_NAMED.get((method, route.template))
+    if by_query is not None:
+        ref = target.param(by_query[1]) if target is not None else None
+        return NamedObject(by_query[0], ref, "?" + by_query[1], True, route) if ref else None
     kinds = dict(route.endpoint.param_kinds)
     for name, value in route.params:
         kind = kinds.get(name)

@@ -21,11 +21,12 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
 from dsfw.errors import DsfwError, Forbidden, PolicyEngineError
+from dsfw.input.body import serialize_json_body
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
-from dsfw.scope.missing import HiddenObject, missing_answer
-from dsfw.scope.named import PUSH, SAVE, NamedObject, forwarded_by_id, named_object, push_reference
+from dsfw.scope.missing import HiddenObject, missing_answer, related_missing
+from dsfw.scope.named import BODY_NAMED, PUSH, SAVE, NamedObject, forwarded_by_id, named_object, push_reference
 from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_object_id
 
 # Visibility of list items by (request input, item key), deterministic policies only.
@@ -72,13 +73,15 @@ class ScopedRequest:
     facts: dict[str, Any] = field(default_factory=dict)  # mount facts judged again
     missing: HiddenObject | None = None  # the named object did not exist: dsfw answers
     by_name: bool = False  # forwarded naming the object as the client did
+    related: dict[str, Any] = field(default_factory=dict)  # objects the body names (Container)
+    related_answer: HiddenObject | None = None  # when the body's object is hidden
 
     @property
     def fields(self) -> dict[str, Any] | None:
         """The input fields scoping adds (``Target``, mount facts, ``Volumes``), or None."""
         if self.named is None:
             return self.facts or None
-        return {"Target": self.target, **self.facts}
+        return {"Target": self.target, **self.related, **self.facts}
 
 
 class Scope:
@@ -96,7 +99,7 @@ class Scope:
         ``volumes`` are its body's named volumes when the body was parsed elsewhere
         (a body worker: ``req`` is then its head); None reads them from ``req``.
         """
-        named = named_object(req.method, req.route)
+        named = named_object(req.method, req.route, req.target)
         if named is None:
             volumes = named_volumes(req) if volumes is None else volumes
             if not volumes:
@@ -111,8 +114,12 @@ class Scope:
                                 "which no policy input can show as one object; push one tag")
             named = replace(named, ref=ref)
         found = await self.resolver.find(named.kind, named.ref)
-        if isinstance(found, Absent):
-            return ScopedRequest(req, named, None, missing=missing_answer(named, req, found))
+        req, related, related_answer = await self._body_named(req, named, volumes is not None)
+        if None in related.values() or isinstance(found, Absent):
+            # dockerd looks the body's container up first (network connect/disconnect)
+            missing = related_answer if None in related.values() else missing_answer(named, req, found)
+            target = None if isinstance(found, Absent) else found
+            return ScopedRequest(req, named, target, related=related, missing=missing)
         target = found
         forward, by_name = req, not forwarded_by_id(named, target)
         if by_name and (req.method, named.route.template) == SAVE and \
@@ -128,7 +135,32 @@ class Scope:
         if target is not None and (req.method, req.route.template) in MOUNTING:
             # dockerd resolves host paths now, not at create: judge them again
             facts = with_request_facts(req, await mount_facts(self.resolver, target))
-        return ScopedRequest(forward, named, target, facts, by_name=by_name)
+        return ScopedRequest(forward, named, target, facts, by_name=by_name, related=related,
+                             related_answer=related_answer)
+
+    async def _body_named(self, req, named: NamedObject, parsed_elsewhere: bool):
+        """``(request, {"Container": identity or None}, its missing answer)`` for an object the body names.
+
+        ``docker network connect/disconnect`` name a container in the body:
+        the policy sees it as ``input.Container``, dockerd gets it by ID, and
+        one that does not exist is answered, never forwarded.
+        """
+        spec = BODY_NAMED.get((req.method, named.route.template))
+        if spec is not None and parsed_elsewhere:
+            raise Forbidden(f"a {named.route.template} body this large is not read here, so the "
+                            f"container it names cannot be judged; send a smaller body")
+        ref = req.body.get(spec[1]) if spec is not None and isinstance(req.body, dict) else None
+        if not isinstance(ref, str) or not ref:
+            return req, {}, None  # dockerd refuses it ("invalid name or ID supplied")
+        kind, key = spec
+        found = await self.resolver.find(kind, ref)
+        answer = related_missing(req, ref)
+        if isinstance(found, Absent):
+            return req, {key: None}, answer
+        if not found.get("ID"):
+            raise TargetLookupFailed(f"dockerd gave no ID for {kind} {ref!r}; request denied")
+        body = {**req.body, key: found["ID"]}
+        return replace(req, body=body, json_body=serialize_json_body(body)), {key: found}, answer
 
     async def forwardable(self, scoped: ScopedRequest) -> Any:
         """The request for dockerd; raises dockerd's missing-object answer for a null target.
@@ -154,10 +186,16 @@ class Scope:
     async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
                             scoped: ScopedRequest) -> None:
         """Raise :class:`HiddenObject` when the policy hides the named object."""
-        if not decision.filters or scoped.target is None:
+        if not decision.filters:
             return
-        (shown,) = await self._engine.visible(AUTHZ, doc, [scoped.target])
-        if not shown:
+        related = [(key, item) for key, item in scoped.related.items() if item is not None]
+        items = [item for _, item in related] + ([scoped.target] if scoped.target else [])
+        if not items:
+            return
+        shown = await self._engine.visible(AUTHZ, doc, items)
+        if not all(shown[:len(related)]):  # dockerd's order: the body's container first
+            raise scoped.related_answer
+        if scoped.target is not None and not shown[-1]:
             raise missing_answer(scoped.named, scoped.forward)
 
     def stamp(self, decision: PolicyDecision, forward):

@@ -212,6 +212,15 @@ def with_object_id(req, named, object_id: str):
     from dataclasses import replace
 
     target = req.target
+    if named.param.startswith("?"):  # a query parameter: Go reads the first
+        key, query, done = named.param[1:], [], False
+        for k, v in target.query:
+            if k == key:
+                if done:
+                    continue
+                v, done = object_id, True
+            query.append((k, v))
+        return replace(req, target=replace(target, query=tuple(query)))
     plain = named.path_with(object_id)
     if plain == target.plain_path:
         return req

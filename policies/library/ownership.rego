@@ -19,11 +19,14 @@
 # Prunes of containers, images, volumes and networks are scoped: the owner
 # labels below restrict them (dsfw adds label=dsfw.owner.uid=... to the
 # filters it forwards), so a caller prunes only its own objects; exempt
-# callers prune everything. Refused for callers who are not exempt, because
-# they act on objects the request does not name in its path (so dsfw cannot
-# tell whose they are): the build cache prune, `docker system df`, `docker
-# commit`, `docker save` (GET /images/get), and `docker network
-# connect/disconnect`.
+# callers prune everything. `docker commit` and `docker network
+# connect/disconnect` name their container outside the path (query, body):
+# dsfw resolves it too (input.Target for commit, input.Container for
+# connect), so another caller's container is missing there as everywhere,
+# and a shared network (bridge) can be joined. Refused for callers who are
+# not exempt, because they act on objects the request does not name (so dsfw
+# cannot tell whose they are): the build cache prune, `docker system df` and
+# `docker save` (GET /images/get).
 # Mounting another caller's named volume (`-v name:/path`, `--mount
 # source=name`; dsfw resolves them as input.Volumes) is refused. Joining
 # another container's namespaces or volumes (`--volumes-from`, `--network
@@ -120,7 +123,7 @@ _ownership_owner(item) := uid if {
 # --- acting -----------------------------------------------------------------
 
 # Changing or removing a shared object: only for exempt callers.
-_ownership_uses := {"/images/{name}/tag", "/images/{name}/push", "/images/{name}/get"}
+_ownership_uses := {"/images/{name}/tag", "/images/{name}/push", "/images/{name}/get", "/networks/{id}/connect", "/networks/{id}/disconnect"}
 
 deny contains msg if {
 	common.enabled
@@ -135,10 +138,7 @@ deny contains msg if {
 _ownership_unscoped := {
 	"/build/prune": "pruning the build cache",
 	"/system/df": "docker system df",
-	"/commit": "docker commit",
-	"/images/get": "saving several images",
-	"/networks/{id}/connect": "connecting containers to networks",
-	"/networks/{id}/disconnect": "disconnecting containers from networks",
+	"/images/get": "saving images",
 }
 
 deny contains msg if {

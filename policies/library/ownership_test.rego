@@ -80,9 +80,17 @@ test_prunes_are_limited_to_the_callers_objects if {
 test_unscoped_actions_need_an_exempt_caller if {
 	some msg in _deny(_req(_bob, "POST", "/build/prune", {}))
 	startswith(msg, "pruning the build cache acts on objects of other callers")
-	some msg2 in _deny(_req(_bob, "POST", "/networks/{id}/connect", {"Target": _unowned("network")}))
-	startswith(msg2, "connecting containers to networks")
+	some msg2 in _deny(_req(_bob, "GET", "/images/get", {}))
+	startswith(msg2, "saving images acts on objects of other callers")
 	count(_deny(_req(_admin, "GET", "/system/df", {}))) == 0
+}
+
+test_connect_and_commit_are_judged_on_their_containers if {
+	connect := _req(_bob, "POST", "/networks/{id}/connect", {"Target": _unowned("network"), "Container": _container(1001)})
+	count(_deny(connect)) == 0
+	data.docker.authz.visible with input as object.union(connect, {"Item": connect.Container}) with data.library as _lib
+	not data.docker.authz.visible with input as object.union(connect, {"Item": _container(1000)}) with data.library as _lib
+	count(_deny(_req(_bob, "POST", "/commit", {"Target": _container(1001)}))) == 0
 }
 
 test_config_problems if {
