@@ -151,9 +151,14 @@ def test_owner_isolation_through_the_cli(owners):
     assert mine in _ok(admin.docker("events", "--since", since, "--until", until, "--format", fmt))
     _ok(admin.docker("inspect", mine))
 
+    # docker system df shows the caller's own objects only
+    fmt = "{{range .Containers}}{{.Names}} {{end}}"
+    assert mine in _ok(alice.docker("system", "df", "-v", "--format", fmt, timeout=180)).split()
+    assert mine not in _ok(bob.docker("system", "df", "-v", "--format", fmt, timeout=180)).split()
+    assert mine in _ok(admin.docker("system", "df", "-v", "--format", fmt, timeout=180)).split()
     # unscoped actions are refused with a reason, not hidden
-    df = bob.docker("system", "df")
-    assert df.returncode != 0 and "docker system df acts on objects of other callers" in df.stderr
+    pruned = bob.docker("builder", "prune", "-f")
+    assert pruned.returncode != 0 and "pruning the build cache acts on objects of other" in pruned.stderr
 
 
 def test_prunes_remove_the_callers_own_objects_only(owners):

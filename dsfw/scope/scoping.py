@@ -13,6 +13,7 @@ answers).  A policy without the scoping rules costs a dictionary lookup here.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
-from dsfw.errors import DsfwError, Forbidden, PolicyEngineError
+from dsfw.errors import DsfwError, Forbidden, PolicyEngineError, UpstreamUnavailable
 from dsfw.input.body import serialize_json_body
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
@@ -31,6 +32,8 @@ from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_o
 
 # Visibility of list items by (request input, item key), deterministic policies only.
 ITEM_MEMO_BYTES = 2 << 20
+DF_TEMPLATE = "/system/df"
+_DF_SECTIONS = {"Images": "image", "Containers": "container", "Volumes": "volume"}
 
 
 class ObjectMoved(DsfwError):
@@ -218,6 +221,9 @@ class Scope:
             return lambda sink, conn: answers.JsonAnswerFilter(
                 sink, lambda body: self._filter_list(kind, body, doc, decision, request_key),
                 memo=memo)
+        if template == DF_TEMPLATE:
+            return lambda sink, conn: answers.JsonAnswerFilter(
+                sink, lambda body: self._filter_df(body, doc, decision))
         if template in answers.INSPECT_TEMPLATES and remove:
             return lambda sink, conn: answers.JsonAnswerFilter(
                 sink, lambda body: _done(answers.without_fields(body, remove)))
@@ -253,6 +259,29 @@ class Scope:
             if request_key is not None:
                 self._items.remember(request_key, [(keys[i], shown[i]) for i in todo])
         return shown
+
+    async def _filter_df(self, body: bytes, doc: dict[str, Any], decision: PolicyDecision) -> bytes:
+        """``docker system df``: each section filtered as its list is (build cache records
+        as items of kind ``buildcache``, without labels); ``LayersSize`` stays dockerd's total."""
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise UpstreamUnavailable("dockerd's answer is not the JSON it announced") from None
+        if not isinstance(value, dict):
+            raise UpstreamUnavailable("dockerd's system df answer has a shape dsfw cannot filter")
+        for key, kind in _DF_SECTIONS.items():
+            if value.get(key) is not None:
+                section = json.dumps(value[key]).encode()
+                value[key] = json.loads(await self._filter_list(kind, section, doc, decision, None))
+        cache = value.get("BuildCache")
+        if cache is not None and decision.filters:
+            if not isinstance(cache, list):
+                raise UpstreamUnavailable("dockerd's build cache list has a shape dsfw cannot filter")
+            items = [{"Kind": "buildcache", "ID": r.get("ID") or "" if isinstance(r, dict) else "",
+                      "Name": "", "Names": [], "Labels": {}, "Owner": None} for r in cache]
+            flags = await self._engine.visible(AUTHZ, doc, items) if items else []
+            value["BuildCache"] = [r for r, shown in zip(cache, flags) if shown is True]
+        return json.dumps(value, separators=(",", ":")).encode() + b"\n"
 
     def _event_decider(self, doc: dict[str, Any], request_key: bytes | None):
         """``decide(line)`` for one event stream: a bool when the item is remembered, else a Deferred."""
