@@ -336,3 +336,41 @@ def test_connect_and_commit_are_judged_on_their_containers(owners):
             docker_cli(DOCKER_SOCKET, "rm", "-f", name)
         for net in nets:
             docker_cli(DOCKER_SOCKET, "network", "rm", net)
+
+
+def _saved_tags(tar_path: str) -> list[str]:
+    import tarfile
+    with tarfile.open(tar_path) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    return sorted(tag for entry in manifest for tag in entry.get("RepoTags") or ())
+
+
+def test_save_writes_only_images_the_caller_sees(owners):
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    source, repo = unique_name("dsfw-alice"), unique_name("dsfw-repo")
+    names.append(source)
+    owned = unique_name("dsfw-owned") + ":v1"
+    out = tempfile.mkdtemp(prefix="dsfw-save-")  # writable by the callers' uids
+    os.chmod(out, 0o777)
+    try:
+        _ok(alice.docker("create", "--name", source, TEST_IMAGE, "true"))
+        _ok(alice.docker("commit", source, owned))  # stamped: alice's image
+        _ok(docker_cli(DOCKER_SOCKET, "tag", TEST_IMAGE, f"{repo}:a"))
+        _ok(docker_cli(DOCKER_SOCKET, "tag", TEST_IMAGE, f"{repo}:b"))
+        # a repository name saves every tag of it, as dockerd does: dsfw names each
+        _ok(bob.docker("save", "-o", f"{out}/repo.tar", repo))
+        assert _saved_tags(f"{out}/repo.tar") == [f"{repo}:a", f"{repo}:b"]
+        # alice's image is missing for bob, with dockerd's words; she saves it
+        hidden = bob.docker("save", "-o", f"{out}/x.tar", owned)
+        missing = bob.docker("save", "-o", f"{out}/y.tar", owned.replace("owned", "nowhere"))
+        assert hidden.returncode != 0 and "reference does not exist" in hidden.stderr
+        assert hidden.stderr == missing.stderr
+        mixed = bob.docker("save", "-o", f"{out}/z.tar", f"{repo}:a", owned)
+        assert mixed.returncode != 0 and "reference does not exist" in mixed.stderr
+        _ok(alice.docker("save", "-o", f"{out}/own.tar", owned))
+        assert _saved_tags(f"{out}/own.tar") == [owned]
+    finally:
+        for image in (owned, f"{repo}:a", f"{repo}:b"):
+            docker_cli(DOCKER_SOCKET, "rmi", image)
+        shutil.rmtree(out, ignore_errors=True)

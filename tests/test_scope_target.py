@@ -292,6 +292,14 @@ class ForwardedByIdTests(SynchronousTestCase):
 
 
 class ByNameTests(SynchronousTestCase):
+    def test_save_missing_answers(self):
+        from dsfw.scope.missing import save_missing
+        from dsfw.scope.target import Absent
+        self.assertEqual(save_missing("x:1", None).body(), b'{"message":"reference does not exist"}\n')
+        self.assertEqual(save_missing("localhost:5000/x", None).message, "No such image: localhost:5000/x")
+        bad = save_missing("UP", Absent(400, "no such image: UP: invalid reference format"))
+        self.assertEqual((bad.status, bad.message), (500, "invalid reference format"))
+
     def test_push_reference(self):
         self.assertEqual(push_reference("x", "v1"), "x:v1")
         self.assertEqual(push_reference("x:1", "v2"), "x:v2")

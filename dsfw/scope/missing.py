@@ -112,3 +112,19 @@ def related_missing(req, ref: str) -> HiddenObject:
             and req.body.get("Force") is True:
         return HiddenObject(f"endpoint {ref} not found")
     return HiddenObject(f"No such container: {ref}")
+
+
+def save_missing(name: str, absent: Absent | None) -> HiddenObject:
+    """dockerd's answer to ``GET /images/get?names=name`` when ``name`` names no image.
+
+    A tag or digest reference is looked up in the reference store ("reference
+    does not exist"); a repository without tags and an ID prefix by ID search.
+    """
+    if absent is not None and absent.status != 404:  # no reference at all
+        inspect = f"no such image: {name}: "
+        message = absent.message
+        return HiddenObject(message[len(inspect):] if message.startswith(inspect) else message, 500)
+    last = name.rsplit("/", 1)[-1]
+    if not name.startswith("sha256:") and (":" in last or "@" in last):
+        return HiddenObject("reference does not exist")
+    return HiddenObject(f"No such image: {name}")

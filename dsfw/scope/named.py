@@ -33,6 +33,7 @@ _IMAGE_ID_PREFIX = frozenset({("DELETE", "/images/{name}"), ("GET", "/images/{na
 _HEX = re.compile(r"(sha256:)?[0-9a-f]+\Z")
 PUSH = ("POST", "/images/{name}/push")
 SAVE = ("GET", "/images/{name}/get")
+SAVE_ALL = ("GET", "/images/get")
 
 
 @dataclass(frozen=True)

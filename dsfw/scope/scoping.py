@@ -26,8 +26,8 @@ from dsfw.input.body import serialize_json_body
 from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
-from dsfw.scope.missing import HiddenObject, missing_answer, related_missing
-from dsfw.scope.named import BODY_NAMED, PUSH, SAVE, NamedObject, forwarded_by_id, named_object, push_reference
+from dsfw.scope.missing import HiddenObject, missing_answer, related_missing, save_missing
+from dsfw.scope.named import BODY_NAMED, PUSH, SAVE, SAVE_ALL, NamedObject, familiar_repository, forwarded_by_id, named_object, push_reference
 from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_object_id
 
 # Visibility of list items by (request input, item key), deterministic policies only.
@@ -75,15 +75,17 @@ class ScopedRequest:
     target: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # mount facts judged again
     missing: HiddenObject | None = None  # the named object did not exist: dsfw answers
-    by_name: bool = False  # forwarded naming the object as the client did
-    related: dict[str, Any] = field(default_factory=dict)  # objects the body names (Container)
-    related_answer: HiddenObject | None = None  # when the body's object is hidden
+    # (kind, name, ID) forwarded by name: looked up again just before the relay
+    recheck: tuple[tuple[str, str, str], ...] = ()
+    related: dict[str, Any] = field(default_factory=dict)  # more input fields (Container, Images)
+    # objects besides Target, in dockerd's order, each with its answer when hidden
+    guarded: tuple[tuple[dict[str, Any], HiddenObject], ...] = ()
 
     @property
     def fields(self) -> dict[str, Any] | None:
         """The input fields scoping adds (``Target``, mount facts, ``Volumes``), or None."""
         if self.named is None:
-            return self.facts or None
+            return {**self.related, **self.facts} or None
         return {"Target": self.target, **self.related, **self.facts}
 
 
@@ -103,6 +105,8 @@ class Scope:
         (a body worker: ``req`` is then its head); None reads them from ``req``.
         """
         named = named_object(req.method, req.route, req.target)
+        if named is None and (req.method, req.route.template) == SAVE_ALL:
+            return await self._saved(req)
         if named is None:
             volumes = named_volumes(req) if volumes is None else volumes
             if not volumes:
@@ -117,10 +121,10 @@ class Scope:
                                 "which no policy input can show as one object; push one tag")
             named = replace(named, ref=ref)
         found = await self.resolver.find(named.kind, named.ref)
-        req, related, related_answer = await self._body_named(req, named, volumes is not None)
+        req, related, guarded = await self._body_named(req, named, volumes is not None)
         if None in related.values() or isinstance(found, Absent):
             # dockerd looks the body's container up first (network connect/disconnect)
-            missing = related_answer if None in related.values() else missing_answer(named, req, found)
+            missing = guarded[0][1] if None in related.values() else missing_answer(named, req, found)
             target = None if isinstance(found, Absent) else found
             return ScopedRequest(req, named, target, related=related, missing=missing)
         target = found
@@ -138,11 +142,12 @@ class Scope:
         if target is not None and (req.method, req.route.template) in MOUNTING:
             # dockerd resolves host paths now, not at create: judge them again
             facts = with_request_facts(req, await mount_facts(self.resolver, target))
-        return ScopedRequest(forward, named, target, facts, by_name=by_name, related=related,
-                             related_answer=related_answer)
+        recheck = ((named.kind, named.ref, target["ID"]),) if by_name else ()
+        return ScopedRequest(forward, named, target, facts, recheck=recheck, related=related,
+                             guarded=guarded)
 
     async def _body_named(self, req, named: NamedObject, parsed_elsewhere: bool):
-        """``(request, {"Container": identity or None}, its missing answer)`` for an object the body names.
+        """``(request, {"Container": identity or None}, guarded)`` for an object the body names.
 
         ``docker network connect/disconnect`` name a container in the body:
         the policy sees it as ``input.Container``, dockerd gets it by ID, and
@@ -154,16 +159,48 @@ class Scope:
                             f"container it names cannot be judged; send a smaller body")
         ref = req.body.get(spec[1]) if spec is not None and isinstance(req.body, dict) else None
         if not isinstance(ref, str) or not ref:
-            return req, {}, None  # dockerd refuses it ("invalid name or ID supplied")
+            return req, {}, ()  # dockerd refuses it ("invalid name or ID supplied")
         kind, key = spec
         found = await self.resolver.find(kind, ref)
         answer = related_missing(req, ref)
         if isinstance(found, Absent):
-            return req, {key: None}, answer
+            return req, {key: None}, ((None, answer),)
         if not found.get("ID"):
             raise TargetLookupFailed(f"dockerd gave no ID for {kind} {ref!r}; request denied")
         body = {**req.body, key: found["ID"]}
-        return replace(req, body=body, json_body=serialize_json_body(body)), {key: found}, answer
+        return (replace(req, body=body, json_body=serialize_json_body(body)), {key: found},
+                ((found, answer),))
+
+    async def _saved(self, req) -> ScopedRequest:
+        """``docker save``: every image it writes as ``input.Images``, forwarded by name.
+
+        dockerd saves every tag of a repository named without a tag
+        (tarexport's parseNames): dsfw lists them and forwards them one by
+        one, so the policy sees each image written and dockerd writes no
+        other; a name that is an ID prefix goes by the full ID.
+        """
+        names, images, guarded, recheck = [], {}, [], []
+        for name in [v for k, v in req.target.query if k == "names"]:
+            refs = [name]
+            repository_only = push_reference(name, None) is None and not name.startswith("sha256:")
+            if repository_only:
+                refs = await self.resolver.repository(familiar_repository(name)) or [name]
+            for ref in refs:
+                found = await self.resolver.find("image", ref)
+                answer = save_missing(name, found if isinstance(found, Absent) else None)
+                if isinstance(found, Absent):
+                    return ScopedRequest(req, related={"Images": {**images, ref: None}},
+                                         missing=answer)
+                by_id = ref == name and repository_only or name.startswith("sha256:")
+                names.append(found["ID"] if by_id else ref)
+                images[ref] = found
+                guarded.append((found, answer))
+                if not by_id:
+                    recheck.append(("image", ref, found["ID"]))
+        query = [(k, v) for k, v in req.target.query if k != "names"] + [("names", n) for n in names]
+        forward = replace(req, target=replace(req.target, query=tuple(query)))
+        return ScopedRequest(forward, related={"Images": images}, guarded=tuple(guarded),
+                             recheck=tuple(recheck))
 
     async def forwardable(self, scoped: ScopedRequest) -> Any:
         """The request for dockerd; raises dockerd's missing-object answer for a null target.
@@ -177,13 +214,11 @@ class Scope:
         """
         if scoped.missing is not None:
             raise scoped.missing
-        named, target = scoped.named, scoped.target
-        if not scoped.by_name or named is None or target is None:
-            return scoped.forward
-        now = await self.resolver.find(named.kind, named.ref, fresh=True)
-        if isinstance(now, Absent) or now.get("ID") != target.get("ID"):
-            raise ObjectMoved(f"{named.kind} {named.ref} names another object than the one the "
-                              "policy judged (it changed meanwhile); request refused, try again")
+        for kind, ref, ident in scoped.recheck:
+            now = await self.resolver.find(kind, ref, fresh=True)
+            if isinstance(now, Absent) or now.get("ID") != ident:
+                raise ObjectMoved(f"{kind} {ref} names another object than the one the policy "
+                                  "judged (it changed meanwhile); request refused, try again")
         return scoped.forward
 
     async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
@@ -191,13 +226,14 @@ class Scope:
         """Raise :class:`HiddenObject` when the policy hides the named object."""
         if not decision.filters:
             return
-        related = [(key, item) for key, item in scoped.related.items() if item is not None]
-        items = [item for _, item in related] + ([scoped.target] if scoped.target else [])
+        guarded = [(item, answer) for item, answer in scoped.guarded if item is not None]
+        items = [item for item, _ in guarded] + ([scoped.target] if scoped.target else [])
         if not items:
             return
         shown = await self._engine.visible(AUTHZ, doc, items)
-        if not all(shown[:len(related)]):  # dockerd's order: the body's container first
-            raise scoped.related_answer
+        for (_, answer), seen in zip(guarded, shown):  # dockerd's order: these first
+            if not seen:
+                raise answer
         if scoped.target is not None and not shown[-1]:
             raise missing_answer(scoped.named, scoped.forward)
 

@@ -12,8 +12,10 @@ dockerd through the edge's pool, remembers answers in a
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -21,6 +23,7 @@ from dsfw.errors import DsfwError
 from dsfw.input.values import stored_host_config
 from dsfw.scope.cache import MISS, TargetCache
 from dsfw.scope.dockerapi import api_path, get_json
+from dsfw.scope.named import familiar_repository
 
 log = structlog.get_logger("dsfw.scope")
 
@@ -179,6 +182,26 @@ class TargetResolver:
         if trusted and not isinstance(target, Absent) and self._trusted():
             self.cache.put(kind, ref, target, generation)
         return target
+
+    async def repository(self, name: str) -> list[str]:
+        """Every tag and digest reference of the repository ``name`` (familiar form), from dockerd now."""
+        filters = json.dumps({"reference": [name]}, separators=(",", ":"))
+        path = b"/images/json?filters=" + quote(filters, safe="").encode()
+        try:
+            status, answer = await get_json(self._pool, self._clock, path, timeout=self._timeout)
+        except DsfwError as e:
+            raise TargetLookupFailed(f"cannot list repository {name!r} in dockerd, so the "
+                                     f"request is denied: {e.message}") from e
+        if status != 200 or not isinstance(answer, list):
+            raise TargetLookupFailed(f"dockerd answered {status} when dsfw listed repository "
+                                     f"{name!r}; request denied")
+        refs: list[str] = []
+        for image in answer:
+            for key in ("RepoTags", "RepoDigests"):
+                for ref in (image.get(key) if isinstance(image, dict) else None) or ():
+                    if isinstance(ref, str) and ref not in refs and familiar_repository(ref) == name:
+                        refs.append(ref)
+        return refs
 
     async def _lookup(self, kind: str, ref: str) -> dict[str, Any] | Absent:
         path = api_path(_INSPECT[kind], ref)

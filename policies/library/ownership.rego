@@ -24,10 +24,11 @@
 # dsfw resolves it too (input.Target for commit, input.Container for
 # connect), so another caller's container is missing there as everywhere,
 # and a shared network (bridge) can be joined. Refused for callers who are
-# not exempt, because they act on objects the request does not name (so dsfw
-# cannot tell whose they are): the build cache prune and `docker save` (GET
-# /images/get). `docker system df` answers with the caller's objects only
-# (build cache records, which have no owner, for exempt callers only).
+# not exempt, because it acts on objects the request does not name (so dsfw
+# cannot tell whose they are): the build cache prune. `docker system df`
+# answers with the caller's objects only (build cache records, which have no
+# owner, for exempt callers only); `docker save` writes images the caller
+# sees (dsfw resolves every image it writes, input.Images).
 # Mounting another caller's named volume (`-v name:/path`, `--mount
 # source=name`; dsfw resolves them as input.Volumes) is refused. Joining
 # another container's namespaces or volumes (`--volumes-from`, `--network
@@ -138,7 +139,6 @@ deny contains msg if {
 
 _ownership_unscoped := {
 	"/build/prune": "pruning the build cache",
-	"/images/get": "saving images",
 }
 
 deny contains msg if {
