@@ -374,3 +374,29 @@ def test_save_writes_only_images_the_caller_sees(owners):
         for image in (owned, f"{repo}:a", f"{repo}:b"):
             docker_cli(DOCKER_SOCKET, "rmi", image)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_another_callers_volume_is_refused_when_a_container_is_used(owners):
+    """The end state of a race at create (bob's volume made after alice's create looked it up
+    and found none): alice's container mounts bob's volume. Starting it is refused."""
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    theirs, own = unique_name("dsfw-bvol"), unique_name("dsfw-avol")
+    raced, control = unique_name("dsfw-raced"), unique_name("dsfw-ctl")
+    names += [raced, control]
+    stamp = ["--label", f"dsfw.owner.uid={uids['alice']}", "--label", "dsfw.owner.user=dsfwe2e-alice"]
+    try:
+        _ok(bob.docker("volume", "create", theirs, timeout=120))
+        _ok(alice.docker("volume", "create", own, timeout=120))
+        for name, volume in ((raced, theirs), (control, own)):
+            _ok(docker_cli(DOCKER_SOCKET, "create", "--name", name, *stamp, "-v",
+                           f"{volume}:/data", TEST_IMAGE, "true"))
+        started = alice.docker("start", raced)
+        assert started.returncode != 0
+        assert f"volume {theirs} cannot be mounted: it is another caller's" in started.stderr
+        _ok(alice.docker("start", control))
+    finally:
+        for name in (raced, control):
+            docker_cli(DOCKER_SOCKET, "rm", "-f", name)
+        for volume in (theirs, own):
+            docker_cli(DOCKER_SOCKET, "volume", "rm", "-f", volume, timeout=120)

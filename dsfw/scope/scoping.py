@@ -49,7 +49,11 @@ def named_volumes(req) -> list[str]:
     """The named volumes a container create mounts (``-v name:/dst``, ``--mount source=name``)."""
     if (req.method, req.route.template) not in _CREATES_MOUNTS or not isinstance(req.body, dict):
         return []
-    host_config = req.body.get("HostConfig")
+    return volume_names(req.body.get("HostConfig"))
+
+
+def volume_names(host_config: Any) -> list[str]:
+    """The named volumes a ``HostConfig`` (a create's, or a container's as stored) mounts."""
     if not isinstance(host_config, dict):
         return []
     names: list[str] = []
@@ -142,6 +146,13 @@ class Scope:
         if target is not None and (req.method, req.route.template) in MOUNTING:
             # dockerd resolves host paths now, not at create: judge them again
             facts = with_request_facts(req, await mount_facts(self.resolver, target))
+            # whose the named volumes are, now: one made by another caller in the gap
+            # between a create's lookup (null: "dockerd will make it") and dockerd's
+            # own is refused here, before anything runs with it
+            container = target.get("Container") if target.get("Kind") == "exec" else target
+            names = volume_names(container.get("HostConfig") if isinstance(container, dict) else None)
+            if names:
+                facts["Volumes"] = {n: await self.resolver.resolve("volume", n) for n in names}
         recheck = ((named.kind, named.ref, target["ID"]),) if by_name else ()
         return ScopedRequest(forward, named, target, facts, recheck=recheck, related=related,
                              guarded=guarded)
