@@ -27,7 +27,8 @@ from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
 from dsfw.scope.missing import HiddenObject, missing_answer, related_missing, save_missing
-from dsfw.scope.named import BODY_NAMED, PUSH, SAVE, SAVE_ALL, NamedObject, familiar_repository, forwarded_by_id, named_object, push_reference
+from dsfw.scope.named import (BODY_NAMED, PUSH, SAVE, SAVE_ALL, NamedObject, familiar_repository,
+                              forwarded_by_id, named_object, push_reference)
 from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_object_id
 
 # Visibility of list items by (request input, item key), deterministic policies only.
