@@ -104,7 +104,7 @@ def test_exec_instance_target_carries_its_container(proxy, containers):
     assert f"saw exec of {name}".encode() in answer
 
 
-def test_missing_object_is_null_and_dockerd_answers(proxy):
+def test_missing_object_is_null_and_answered_as_dockerd_does(proxy):
     missing = unique_name("dsfw-none")
     answer = raw_request(proxy.socket, b"GET /containers/%s/json?probe_null=1 HTTP/1.1\r\n"
                          b"Host: d\r\n\r\n" % missing.encode(), responses=1)
