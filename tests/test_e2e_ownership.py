@@ -400,3 +400,27 @@ def test_another_callers_volume_is_refused_when_a_container_is_used(owners):
             docker_cli(DOCKER_SOCKET, "rm", "-f", name)
         for volume in (theirs, own):
             docker_cli(DOCKER_SOCKET, "volume", "rm", "-f", volume, timeout=120)
+
+
+def test_a_name_held_by_another_callers_image_cannot_be_taken(owners):
+    """bob cannot redirect what alice's `docker run alice-app:1` starts."""
+    proxy, callers, uids, names = owners
+    alice, bob = callers["alice"], callers["bob"]
+    src_a, src_b = unique_name("dsfw-asrc"), unique_name("dsfw-bsrc")
+    names += [src_a, src_b]
+    app, bobs, fresh = (unique_name(p) + ":1" for p in ("dsfw-aapp", "dsfw-bapp", "dsfw-free"))
+    try:
+        _ok(alice.docker("create", "--name", src_a, TEST_IMAGE, "true"))
+        _ok(bob.docker("create", "--name", src_b, TEST_IMAGE, "true"))
+        _ok(alice.docker("commit", src_a, app))
+        _ok(bob.docker("commit", src_b, bobs))
+        before = docker_cli(DOCKER_SOCKET, "image", "inspect", "-f", "{{.Id}}", app).stdout
+        for attempt in (bob.docker("tag", bobs, app), bob.docker("commit", src_b, app),
+                        bob.docker("tag", bobs, TEST_IMAGE)):
+            assert attempt.returncode != 0 and "is held by an image you cannot change" in attempt.stderr
+        assert docker_cli(DOCKER_SOCKET, "image", "inspect", "-f", "{{.Id}}", app).stdout == before
+        _ok(bob.docker("tag", bobs, fresh))
+        _ok(alice.docker("tag", app, app))  # the same image: nothing taken
+    finally:
+        for image in (app, bobs, fresh):
+            docker_cli(DOCKER_SOCKET, "rmi", image)

@@ -128,3 +128,29 @@ def push_reference(name: str, tag: str | None) -> str | None:
     if tag:
         return (head + "/" if head else "") + last.split(":", 1)[0] + ":" + tag
     return name if ":" in last else None
+
+
+# Requests that give an image a name (tag, commit's repo/tag, build's t=): where the names are.
+_NAMING = {("POST", "/images/{name}/tag"): ("repo", "tag"), ("POST", "/commit"): ("repo", "tag"),
+           ("POST", "/build"): ("t", None)}
+
+
+def destinations(method: str, template: str, target) -> list[str]:
+    """The references a request makes name its image, as dockerd's TagImage forms them.
+
+    ``repo`` with ``tag`` applied over any tag in it, ``latest`` when there
+    is none (reference.TagNameOnly); a build's every ``t``.
+    """
+    spec = _NAMING.get((method, template))
+    if spec is None:
+        return []
+    repo_key, tag_key = spec
+    tag = target.param(tag_key) if tag_key else None
+    repos = [v for k, v in target.query if k == repo_key] if tag_key is None else \
+        [target.param(repo_key)] if target.param(repo_key) else []
+    out = []
+    for repo in repos:
+        ref = push_reference(repo, tag) or repo + ":latest"
+        if ref not in out:
+            out.append(ref)
+    return out

@@ -27,8 +27,8 @@ from dsfw.policy import AUTHZ, PolicyDecision, PolicyEngine
 from dsfw.scope import filter as answers
 from dsfw.scope.labels import creates_labelled, stamp
 from dsfw.scope.missing import HiddenObject, missing_answer, related_missing, save_missing
-from dsfw.scope.named import (BODY_NAMED, PUSH, SAVE, SAVE_ALL, NamedObject, familiar_repository,
-                              forwarded_by_id, named_object, push_reference)
+from dsfw.scope.named import (BODY_NAMED, PUSH, SAVE, SAVE_ALL, NamedObject, destinations,
+                              familiar_repository, forwarded_by_id, named_object, push_reference)
 from dsfw.scope.target import Absent, TargetLookupFailed, TargetResolver, with_object_id
 
 # Visibility of list items by (request input, item key), deterministic policies only.
@@ -109,6 +109,15 @@ class Scope:
         ``volumes`` are its body's named volumes when the body was parsed elsewhere
         (a body worker: ``req`` is then its head); None reads them from ``req``.
         """
+        scoped = await self._target_of(req, volumes)
+        names = destinations(req.method, req.route.template, req.target)
+        if names:
+            # what each name the request gives its image names now (input.Destinations)
+            held = {ref: await self.resolver.resolve("image", ref) for ref in names}
+            scoped = replace(scoped, related={**scoped.related, "Destinations": held})
+        return scoped
+
+    async def _target_of(self, req, volumes: list[str] | None) -> ScopedRequest:
         named = named_object(req.method, req.route, req.target)
         if named is None and (req.method, req.route.template) == SAVE_ALL:
             return await self._saved(req)

@@ -8,6 +8,9 @@
 # an object (inspect, logs, exec, attach, cp, stop, rm...) behave as if the
 # others did not exist (dsfw answers dockerd's own "No such container" 404).
 # Exempt callers (data.library.ownership.exempt) see and act on everything.
+# A name another caller's image (or a shared one) holds cannot be given to
+# another image (docker tag, commit, build -t), so nobody redirects what
+# another caller's `docker run name` starts.
 #
 # Objects without an owner label -- images pulled or loaded, the default
 # networks (bridge, host, none), plugins, nodes -- are shared when their
@@ -146,6 +149,19 @@ deny contains msg if {
 	not _ownership_exempt
 	what := _ownership_unscoped[input.Route]
 	msg := sprintf("%s acts on objects of other callers: only exempt callers may; you are %s (data.library.ownership.exempt)", [what, common.caller])
+}
+
+# Naming an image (docker tag, commit's repo:tag, build -t) takes the name
+# from the image that holds it (input.Destinations: name -> that image, or
+# null): only when it is the caller's own, or the same image.
+deny contains msg if {
+	common.enabled
+	not _ownership_exempt
+	some ref, held in input.Destinations
+	is_object(held)
+	not _ownership_owner(held) == _ownership_uid
+	not held.ID == input.Target.ID
+	msg := sprintf("image name %s is held by an image you cannot change; choose another name; you are %s (data.library.ownership.exempt)", [ref, common.caller])
 }
 
 # Named volumes of a create (input.Volumes: name -> identity, or null when it

@@ -112,3 +112,16 @@ test_other_callers_volumes_cannot_be_mounted if {
 	count(_deny(_create({"data": {"Kind": "volume", "ID": "v", "Owner": null}}))) == 1
 	count(_deny(object.union(_create({"data": _vol(1000)}), {"Peer": _admin}))) == 0
 }
+
+_img(uid) := {"Kind": "image", "ID": sprintf("sha256:%d", [uid]), "Name": "x:1", "Labels": {}, "Owner": {"Uid": uid, "User": "x"}}
+
+test_names_held_by_others_cannot_be_taken if {
+	tag := _req(_bob, "POST", "/images/{name}/tag", {"Target": _img(1001), "Destinations": {"app:1": _img(1000)}})
+	some msg in _deny(tag)
+	startswith(msg, "image name app:1 is held by an image you cannot change")
+	count(_deny(object.union(tag, {"Destinations": {"app:1": _img(1001)}}))) == 0
+	count(_deny(object.union(tag, {"Destinations": {"app:1": null}}))) == 0
+	count(_deny(object.union(tag, {"Peer": _admin}))) == 0
+	some msg2 in _deny(_req(_bob, "POST", "/build", {"Destinations": {"busybox:latest": _unowned("image")}}))
+	startswith(msg2, "image name busybox:latest is held by an image you cannot change")
+}
