@@ -267,6 +267,15 @@ class ForwardedByIdTests(SynchronousTestCase):
                       json.loads(body)["message"])
         self.assertNotIn(b"DELETE /v1.41/images/x ", self.dockerd.received())
 
+    def test_a_push_of_every_tag_is_decided_then_refused(self):
+        self.channel.dataReceived(b"POST /v1.41/images/x/push HTTP/1.1\r\nHost: x\r\n"
+                                  b"X-Registry-Auth: e30=\r\nContent-Length: 0\r\n\r\n")
+        head, _, body = self.client.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 403 "), head)
+        self.assertIn("a push of every tag of a repository", json.loads(body)["message"])
+        self.assertNotIn("Target", self.engine.inputs[0][1])  # the policy decided first
+        self.assertEqual(self.dockerd.connections, [])
+
     def test_connect_names_its_container_by_id_and_a_missing_one_is_answered(self):
         network = {"Id": "n" * 64, "Name": "n1", "Labels": {}}
         body = b'{"Container":"web"}'

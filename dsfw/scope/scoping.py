@@ -79,7 +79,9 @@ class ScopedRequest:
     named: NamedObject | None = None
     target: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # mount facts judged again
-    missing: HiddenObject | None = None  # the named object did not exist: dsfw answers
+    # dsfw's answer instead of the relay, once the policy has decided: dockerd's words for an
+    # object that did not exist, or a refusal of what no input can show as one object
+    missing: DsfwError | None = None
     # (kind, name, ID) forwarded by name: looked up again just before the relay
     recheck: tuple[tuple[str, str, str], ...] = ()
     related: dict[str, Any] = field(default_factory=dict)  # more input fields (Container, Images)
@@ -130,9 +132,10 @@ class Scope:
             return ScopedRequest(req, facts={"Volumes": found})
         if (req.method, named.route.template) == PUSH:
             ref = push_reference(named.ref, req.target.param("tag"))
-            if ref is None:
-                raise Forbidden("a push of every tag of a repository acts on several images, "
-                                "which no policy input can show as one object; push one tag")
+            if ref is None:  # decided without a Target, then refused
+                return ScopedRequest(req, missing=Forbidden(
+                    "a push of every tag of a repository acts on several images, which no "
+                    "policy input can show as one object; push one tag"))
             named = replace(named, ref=ref)
         found = await self.resolver.find(named.kind, named.ref)
         req, related, guarded = await self._body_named(req, named, volumes is not None)
@@ -145,8 +148,9 @@ class Scope:
         forward, by_name = req, not forwarded_by_id(named, target)
         if by_name and (req.method, named.route.template) == SAVE and \
                 push_reference(named.ref, None) is None:
-            raise Forbidden("saving a repository saves every tag of it, which no policy input "
-                            "can show as one object; name a tag or the image ID")
+            return ScopedRequest(req, named, target, missing=Forbidden(
+                "saving a repository saves every tag of it, which no policy input can show as "
+                "one object; name a tag or the image ID"))
         if not by_name:
             if not target.get("ID"):
                 raise TargetLookupFailed(f"dockerd gave no ID for {named.kind} {named.ref!r}; "
