@@ -415,8 +415,12 @@ def test_a_name_held_by_another_callers_image_cannot_be_taken(owners):
         _ok(alice.docker("commit", src_a, app))
         _ok(bob.docker("commit", src_b, bobs))
         before = docker_cli(DOCKER_SOCKET, "image", "inspect", "-f", "{{.Id}}", app).stdout
+        layer = os.path.join(tempfile.mkdtemp(prefix="dsfw-imp-"), "empty.tar")
+        subprocess.run(["tar", "-cf", layer, "-T", "/dev/null"], check=True)
+        os.chmod(os.path.dirname(layer), 0o755)
         for attempt in (bob.docker("tag", bobs, app), bob.docker("commit", src_b, app),
-                        bob.docker("tag", bobs, TEST_IMAGE)):
+                        bob.docker("tag", bobs, TEST_IMAGE), bob.docker("import", layer, app),
+                        bob.docker("pull", app)):
             assert attempt.returncode != 0 and "is held by an image you cannot change" in attempt.stderr
         assert docker_cli(DOCKER_SOCKET, "image", "inspect", "-f", "{{.Id}}", app).stdout == before
         _ok(bob.docker("tag", bobs, fresh))

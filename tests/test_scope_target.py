@@ -309,6 +309,21 @@ class ByNameTests(SynchronousTestCase):
         bad = save_missing("UP", Absent(400, "no such image: UP: invalid reference format"))
         self.assertEqual((bad.status, bad.message), (500, "invalid reference format"))
 
+    def test_destinations(self):
+        from dsfw.input.path import canonical_target
+        from dsfw.scope.named import destinations
+
+        def of(method, template, target):
+            return destinations(method, template, canonical_target(target))
+        self.assertEqual(of("POST", "/images/{name}/tag", b"/images/x/tag?repo=a:1&tag=2"), ["a:2"])
+        self.assertEqual(of("POST", "/commit", b"/commit?container=c&repo=r"), ["r:latest"])
+        self.assertEqual(of("POST", "/build", b"/build?t=a&t=b:1&t=a"), ["a:latest", "b:1"])
+        self.assertEqual(of("POST", "/images/create", b"/images/create?fromSrc=-&repo=x"),
+                         ["x:latest"])
+        self.assertEqual(of("POST", "/images/create", b"/images/create?fromImage=b&tag=1"),
+                         ["docker.io/library/b:1"])
+        self.assertEqual(of("POST", "/images/create", b"/images/create?fromImage=b"), [])
+
     def test_push_reference(self):
         self.assertEqual(push_reference("x", "v1"), "x:v1")
         self.assertEqual(push_reference("x:1", "v2"), "x:v2")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dsfw.errors import DsfwError
+from dsfw.input.queryvalues import image_reference
 from dsfw.routes import Route
 
 # Kinds dsfw resolves through dockerd (dsfw.scope.target).
@@ -139,9 +141,23 @@ def destinations(method: str, template: str, target) -> list[str]:
     """The references a request makes name its image, as dockerd's TagImage forms them.
 
     ``repo`` with ``tag`` applied over any tag in it, ``latest`` when there
-    is none (reference.TagNameOnly); a build's every ``t``.
+    is none (reference.TagNameOnly); a build's every ``t``; an import's
+    ``repo``/``tag`` alike; a pull's one tagged reference (a pull by digest
+    moves no tag; one of every tag of a repository names tags dsfw cannot
+    know beforehand).
     """
-    spec = _NAMING.get((method, template))
+    if (method, template) == ("POST", "/images/create"):
+        if target.param("fromSrc"):
+            spec = ("repo", "tag")
+        else:
+            try:
+                ref = image_reference(target.param("fromImage") or "", target.param("tag") or "")
+            except DsfwError:
+                return []  # dockerd refuses it
+            last = ref.rsplit("/", 1)[-1]
+            return [ref] if ":" in last and "@" not in last else []
+    else:
+        spec = _NAMING.get((method, template))
     if spec is None:
         return []
     repo_key, tag_key = spec

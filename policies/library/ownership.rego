@@ -9,7 +9,7 @@
 # others did not exist (dsfw answers dockerd's own "No such container" 404).
 # Exempt callers (data.library.ownership.exempt) see and act on everything.
 # A name another caller's image (or a shared one) holds cannot be given to
-# another image (docker tag, commit, build -t), so nobody redirects what
+# another image (docker tag, commit, build -t, import, pull of a tag), so nobody redirects what
 # another caller's `docker run name` starts.
 #
 # Objects without an owner label -- images pulled or loaded, the default
@@ -151,7 +151,7 @@ deny contains msg if {
 	msg := sprintf("%s acts on objects of other callers: only exempt callers may; you are %s (data.library.ownership.exempt)", [what, common.caller])
 }
 
-# Naming an image (docker tag, commit's repo:tag, build -t) takes the name
+# Naming an image (docker tag, commit's repo:tag, build -t, import, pull) takes the name
 # from the image that holds it (input.Destinations: name -> that image, or
 # null): only when it is the caller's own, or the same image.
 deny contains msg if {
