@@ -233,3 +233,14 @@ def test_an_object_made_after_a_null_lookup_is_not_acted_on(racing):
                 docker_cli(DOCKER_SOCKET, "rmi", name)
             else:
                 docker_cli(DOCKER_SOCKET, kind, "rm", name)
+
+
+def test_a_connect_body_too_large_to_read_here_is_refused(dsfw_factory, tmp_path):
+    """A body past the body worker's threshold is parsed in the worker, where the container
+    it names cannot be looked up: refused rather than forwarded by that name."""
+    proxy = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW}))
+    body = json.dumps({"Container": unique_name("dsfw-none"),
+                       "EndpointConfig": {"Aliases": ["a" * 1000] * 300}}).encode()
+    status, answer = _ask(proxy.socket, "POST", "/networks/bridge/connect", body,
+                          "Content-Type: application/json\r\n")
+    assert status == b"403" and b"cannot be judged; send a smaller body" in answer, answer

@@ -37,7 +37,7 @@ from dsfw.input.redact import (redacted_input, redacted_query, scrub, scrubbed_d
 from dsfw.build.gate import BuildGate
 from dsfw.policy import AUTHZ, BUILD, PolicyEngine
 from dsfw.edge.relay import Relay
-from dsfw.scope.scoping import HiddenObject, missing_message
+from dsfw.scope.scoping import HiddenObject
 
 log = structlog.get_logger("dsfw")
 
@@ -369,7 +369,7 @@ class FirewallResource(Resource):
                 elif answer.visible_error is not None:
                     raise PolicyEngineError(answer.visible_error)
                 elif answer.shown is False:
-                    raise HiddenObject(missing_message(scoped.named))
+                    raise self._scope.hidden(scoped)
             except HiddenObject:
                 if not self._dry_run:
                     raise

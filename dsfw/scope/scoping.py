@@ -246,6 +246,10 @@ class Scope:
                                   "judged (it changed meanwhile); request refused, try again")
         return scoped.forward
 
+    def hidden(self, scoped: ScopedRequest) -> HiddenObject:
+        """The answer for a request whose named object the policy hides: dockerd's for a missing one."""
+        return missing_answer(scoped.named, scoped.forward)
+
     async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
                             scoped: ScopedRequest) -> None:
         """Raise :class:`HiddenObject` when the policy hides the named object."""
@@ -260,7 +264,7 @@ class Scope:
             if not seen:
                 raise answer
         if scoped.target is not None and not shown[-1]:
-            raise missing_answer(scoped.named, scoped.forward)
+            raise self.hidden(scoped)
 
     def stamp(self, decision: PolicyDecision, forward):
         """``forward`` with the policy's labels on what it creates."""
