@@ -439,13 +439,82 @@ def _find_dockerfile(rw: _Rewriter, dockerfile: str) -> tuple[str, _Entry]:
     return resolved, entry
 
 
+class _Output:
+    """Where the canonical tar goes: the spool, then (once switched) a stream."""
+
+    def __init__(self, spool: BinaryIO):
+        self.target = spool
+        self._start = spool.tell()
+
+    def tell(self) -> int:
+        return self._start  # tarfile asks once, at the start; it counts from there
+
+    def write(self, data) -> int:
+        return self.target.write(data)
+
+
+def _probe(rw: _Rewriter, dockerfile: str, limits: ContextLimits) -> tuple[str, _Entry] | None:
+    """The Dockerfile the build will use, if the members so far settle it.
+
+    Entries are never replaced (duplicates and replaced components are refused),
+    so a resolution that reaches a regular file stays the same, except that a
+    later member could make a path the walk found missing appear (a symlink's
+    late target, ``Dockerfile`` after the ``dockerfile`` fallback was taken):
+    :func:`_check_settled` refuses that.  Errors are left to the end, as before.
+    """
+    try:
+        path, entry = _find_dockerfile(rw, dockerfile)
+    except BuildContextError:
+        return None
+    if entry.size > limits.max_dockerfile_bytes:
+        return None
+    return path, entry
+
+
+def _check_settled(rw: _Rewriter, dockerfile: str, settled: tuple[str, _Entry], name: str) -> None:
+    try:
+        now = _find_dockerfile(rw, dockerfile)
+    except BuildContextError:
+        now = None
+    if now is None or now[0] != settled[0] or now[1] is not settled[1]:
+        raise AmbiguousContext(
+            f"the entry {name!r} changes which Dockerfile the build uses after dsfw judged "
+            f"{settled[0]!r} and started sending the context; put the Dockerfile's entries "
+            "(and its symlinks' targets) before anything that changes its path")
+
+
+def _context_of(rw: _Rewriter, dst: BinaryIO, path: str, entry: _Entry, compression: str,
+                output_bytes: int) -> BuildContext:
+    dst.seek(entry.data_offset)
+    content = dst.read(entry.size)
+    dst.seek(output_bytes)
+    return BuildContext(dockerfile_path=path, dockerfile=content, members=len(rw.entries),
+                        content_bytes=rw.content_bytes, compression=compression,
+                        output_bytes=output_bytes,
+                        dockerfile_member=(entry.header_offset,
+                                           entry.data_offset + -(-entry.size // _BLOCK) * _BLOCK))
+
+
 def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile",
-                    limits: ContextLimits = ContextLimits()) -> BuildContext:
+                    limits: ContextLimits = ContextLimits(),
+                    on_dockerfile: Callable[[BuildContext], BinaryIO] | None = None
+                    ) -> BuildContext:
     """Read the context from ``src``, write the canonical tar to ``dst``.
 
     ``dst`` must be readable and seekable as well (``tempfile.TemporaryFile()``
     is): the Dockerfile is read back from what was written.  On error, ``dst``
     holds garbage and must not be forwarded.
+
+    ``on_dockerfile``, when given, is called as soon as the members read so far
+    settle which Dockerfile the build uses (usually early: the docker CLI walks
+    the context in lexical order), with a :class:`BuildContext` describing the
+    prefix in ``dst`` (``output_bytes`` long).  It returns the writer the rest
+    of the canonical tar goes to, so only the prefix is spooled.  From then
+    on, a member that would change that Dockerfile raises
+    :class:`AmbiguousContext`, before the end of the tar is written.  When it
+    is never called (no Dockerfile found), everything is in ``dst`` as without
+    it.  When it was called, the returned context only sums up the whole
+    stream (``dockerfile`` empty: ``on_dockerfile`` had it).
     """
     raw = _Counted(src, limits.max_input_bytes,
                    f"the build context is larger than {limits.max_input_bytes} bytes")
@@ -455,7 +524,9 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
                        limits.max_total_bytes,
                        f"the build context unpacks to more than {limits.max_total_bytes} bytes",
                        errors=_DECODE_ERRORS)
-    rw = _Rewriter(dst, limits)
+    output = _Output(dst)
+    rw = _Rewriter(output, limits)
+    settled: tuple[str, _Entry] | None = None
     last_data_end = None
     try:
         tar = tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", bufsize=_COPY_BUFSIZE,
@@ -482,8 +553,21 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
             break
         rw.add(tar, member)
         last_data_end = member.offset_data + member.size if member.isreg() else None
+        if settled is not None:
+            _check_settled(rw, dockerfile, settled, member.name)
+        elif on_dockerfile is not None:
+            settled = _probe(rw, dockerfile, limits)
+            if settled is not None:
+                dst.flush()
+                output.target = on_dockerfile(_context_of(rw, dst, *settled, compression,
+                                                          rw.out.offset))
     if last_data_end != "clean":
         _check_end(tar, decoded)
+    if settled is not None:
+        rw.out.close()  # the end of the tar goes out only now that nothing can change
+        return BuildContext(dockerfile_path=settled[0], dockerfile=b"", members=len(rw.entries),
+                            content_bytes=rw.content_bytes, compression=compression,
+                            output_bytes=rw.out.offset)
     rw.out.close()
     dst.flush()
     output_bytes = dst.tell()
@@ -491,11 +575,4 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
     if entry.size > limits.max_dockerfile_bytes:
         raise DockerfileTooLarge(f"the Dockerfile is {entry.size} bytes, more than the limit "
                                  f"of {limits.max_dockerfile_bytes} bytes")
-    dst.seek(entry.data_offset)
-    content = dst.read(entry.size)
-    dst.seek(output_bytes)
-    return BuildContext(dockerfile_path=path, dockerfile=content, members=len(rw.entries),
-                        content_bytes=rw.content_bytes, compression=compression,
-                        output_bytes=output_bytes,
-                        dockerfile_member=(entry.header_offset,
-                                           entry.data_offset + -(-entry.size // _BLOCK) * _BLOCK))
+    return _context_of(rw, dst, path, entry, compression, output_bytes)

@@ -25,15 +25,19 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, BinaryIO, Callable
 
 import structlog
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from dsfw.build.context import BuildContext, ContextLimits, rewrite_context
 from dsfw.build.splice import replace_member
+from dsfw.build.stream import ContextStream
 from dsfw.build.steps import CanonicalDockerfile, canonical_dockerfile
 from dsfw.errors import BadRequest, Forbidden
 from dsfw.input.request import CanonicalRequest
 
 log = structlog.get_logger("dsfw")
+
+_PREFIX_PIECE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,6 @@ def _with_dockerfile(req: CanonicalRequest, path: str) -> CanonicalRequest:
     return dataclasses.replace(req, target=target)
 
 
-def _read_context(content: BinaryIO, out: BinaryIO, dockerfile: str, limits: ContextLimits,
-                  buildargs: dict[str, str | None]):
-    """Worker-thread part: rewrite the context as it arrives, read its Dockerfile as canonical
-    steps."""
-    ctx = rewrite_context(content, out, dockerfile, limits)
-    return ctx, canonical_dockerfile(ctx.dockerfile, buildargs)
-
-
 def _forwarded(out: BinaryIO, ctx: BuildContext,
                canonical: CanonicalDockerfile) -> tuple[BinaryIO, int]:
     """The canonical tar with the Dockerfile rendered from the steps the policy saw."""
@@ -99,6 +95,29 @@ def _forwarded(out: BinaryIO, ctx: BuildContext,
         return out, ctx.output_bytes
     spliced = replace_member(out, ctx.dockerfile_member, ctx.output_bytes, canonical.rendered)
     return spliced, spliced.seek(0, 2)
+
+
+def _first(settled: Deferred, rewrite: Deferred) -> Deferred:
+    """``(0, judged prefix)`` once the Dockerfile is settled, else ``(1, context)`` at the end.
+
+    ``rewrite`` goes on after the first; its errors before that are the answer.
+    """
+    first: Deferred = Deferred()
+
+    def won(result, index):
+        if not first.called:
+            first.callback((index, result))
+        return result
+
+    def lost(failure):
+        if not first.called:
+            first.errback(failure)
+            return None
+        return failure
+
+    settled.addCallback(won, 0)
+    rewrite.addCallbacks(won, lost, callbackArgs=(1,))
+    return first
 
 
 _BUILDKIT_REFUSED = ("BuildKit builds and sessions cannot be inspected by the firewall and are "
@@ -138,7 +157,11 @@ class BuildGate:
 
         It is awaited (on the reactor) only for a local context, and what it
         gives is read on a worker thread while it arrives: the client's bytes
-        go once through the rewrite into the bounded spool.
+        go once through the rewrite.  Only the prefix up to the settled
+        Dockerfile is spooled; the prepared build then holds a
+        :class:`ContextStream` that the relay sends while the rest is
+        rewritten.  Without a settled Dockerfile before the end, the whole
+        canonical tar is in the spool before anything is decided, as before.
         """
         if req.target.param("remote"):
             _uninspected(self._options.allow_remote_context, "remote context", _REMOTE_REFUSED,
@@ -153,16 +176,48 @@ class BuildGate:
         buildargs = buildargs_of(req)
         dockerfile = req.target.param("dockerfile") or "Dockerfile"
         out = tempfile.TemporaryFile(prefix="dsfw-context-")
+        stream = ContextStream(self._reactor)
+        settled: Deferred = Deferred()
+
+        def on_dockerfile(ctx: BuildContext):
+            # worker thread: judge the prefix, then send it and the rest as it comes
+            canonical = canonical_dockerfile(ctx.dockerfile, buildargs)
+            self._reactor.callFromThread(settled.callback, (ctx, canonical))
+            prefix, _ = _forwarded(out, ctx, canonical)
+            prefix.seek(0)
+            while piece := prefix.read(_PREFIX_PIECE):
+                stream.write(piece)
+            out.truncate(0)
+            return stream
+
+        rewrite = deferToThreadPool(self._reactor, self._threadpool, rewrite_context, content,
+                                    out, dockerfile, self._options.limits, on_dockerfile)
         try:
-            ctx, canonical = await deferToThreadPool(self._reactor, self._threadpool,
-                                                     _read_context, content, out, dockerfile,
-                                                     self._options.limits, buildargs)
+            first = await _first(settled, rewrite)
+        except BaseException:
+            out.close()
+            stream.close()
+            raise
+        if first[0] == 0:
+            ctx, canonical = first[1]
+            rewrite.addCallbacks(lambda _: stream.finish(), lambda f: stream.failed(f.value))
+            rewrite.addBoth(lambda _: out.close())
+            bound.debug("build.context", dockerfile=ctx.dockerfile_path, streamed=True,
+                        prefix_members=ctx.members, prefix_bytes=ctx.output_bytes,
+                        compression=ctx.compression,
+                        dockerfile_rewritten=canonical.rendered != ctx.dockerfile)
+            return PreparedBuild(_with_dockerfile(req, ctx.dockerfile_path), canonical.fields,
+                                 stream, None)
+        ctx = first[1]
+        try:
+            canonical = await deferToThreadPool(self._reactor, self._threadpool,
+                                                canonical_dockerfile, ctx.dockerfile, buildargs)
             forwarded, length = _forwarded(out, ctx, canonical)
         except BaseException:
             out.close()
             raise
         bound.debug("build.context", dockerfile=ctx.dockerfile_path, members=ctx.members,
-                    bytes=ctx.content_bytes, compression=ctx.compression,
+                    bytes=ctx.content_bytes, compression=ctx.compression, streamed=False,
                     dockerfile_rewritten=forwarded is not out)
         return PreparedBuild(_with_dockerfile(req, ctx.dockerfile_path), canonical.fields,
                              forwarded, length)
