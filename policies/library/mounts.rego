@@ -162,6 +162,7 @@ _restart := name if {
 _restart := name if {
 	input.Method == "POST"
 	regex.match(`^/containers/[^/]+/update$`, input.PathPlain)
+	is_object(input.Body)
 	name := object.get(input.Body, ["RestartPolicy", "Name"], "")
 }
 

@@ -100,3 +100,8 @@ test_volume_drivers_other_than_local_refused if {
 	count(_with({"Volumes": {"data": {"Kind": "volume", "Driver": "hostpath"}, "new": null}}, {})) == 1
 	count(_with({"Volumes": {"data": {"Kind": "volume", "Driver": "local"}, "new": null}}, {})) == 0
 }
+
+# An update without a body sets no restart policy (dockerd refuses it): no evaluation error.
+test_update_without_a_body if {
+	count(data.dsfw.library.mounts.deny) == 0 with input as {"Method": "POST", "PathPlain": "/containers/web/update", "Route": "/containers/{id}/update", "Query": {}, "Body": null, "BindMounts": [], "Target": {"Kind": "container", "Mounts": [{"Type": "bind", "Source": "/srv"}]}} with data.library as {}
+}

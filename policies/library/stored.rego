@@ -70,6 +70,7 @@ _act := "copy files into it" if {
 _act := "have dockerd restart it on its own" if {
 	input.Method == "POST"
 	input.Route == "/containers/{id}/update"
+	is_object(input.Body)
 	not object.get(input.Body, ["RestartPolicy", "Name"], "") in {"", "no"}
 }
 
