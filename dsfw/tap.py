@@ -10,7 +10,6 @@ import re
 import signal
 
 import structlog
-import yaml
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
@@ -22,10 +21,10 @@ from dsfw.ops.decisionlog import DEFAULT_BUFFER_BYTES, DecisionLog
 from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
 from dsfw.build.gate import BuildGate, BuildOptions
-from dsfw.edge.hosts import HostSyntaxError, ListenAddress, parse_host
+from dsfw.edge._twisted import start_without_tls
+from dsfw.edge.hosts import HostSyntaxError, ListenAddress, TlsFiles, parse_host
 from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
                                  ProtectedSocketService, fit_fd_limit)
-from dsfw.edge.tls import TcpListenerService, TlsFiles, TlsSetupError, server_options
 from dsfw.edge.peer import peer_identity
 from dsfw.policy.bundle import DEFAULT_MAX_BYTES, BundleVerifier
 from dsfw.policy.bundle_service import DEFAULT_POLL_INTERVAL, BundleService, local_path
@@ -57,20 +56,26 @@ class _YamlInt(int):
     text = ""
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, keeping the source text of integers.
+def _load_config(f):
+    """A YAML config file read with PyYAML's safe loader, keeping the source text of integers.
 
     YAML 1.1 reads ``660`` as decimal 660 (0o1224) and ``0660`` as octal 432;
     only the text tells what an operator wrote, so modes are read from it.
+    PyYAML is loaded here, with ``--config``: a daemon without one never needs it.
     """
+    import yaml
 
-    def construct_yaml_int(self, node):
-        value = _YamlInt(super().construct_yaml_int(node))
-        value.text = node.value
-        return value
+    class ConfigLoader(yaml.SafeLoader):
+        def construct_yaml_int(self, node):
+            value = _YamlInt(super().construct_yaml_int(node))
+            value.text = node.value
+            return value
 
-
-_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+    ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
+    try:
+        return yaml.load(f, Loader=ConfigLoader)
+    except yaml.YAMLError as e:
+        raise ValueError(e) from e
 
 
 def _octal(value) -> int:
@@ -235,8 +240,8 @@ class Options(usage.Options):
     def _apply_config(self, path: str) -> None:
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.load(f, Loader=_ConfigLoader) or {}
-        except (OSError, yaml.YAMLError) as e:
+                data = _load_config(f) or {}
+        except (OSError, ValueError) as e:
             raise usage.UsageError(f"cannot read config file {path}: {e}")
         if not isinstance(data, dict):
             raise usage.UsageError(f"config file {path} must be a mapping of option names")
@@ -291,6 +296,14 @@ class Options(usage.Options):
 
     def listen_addresses(self) -> list[ListenAddress]:
         return [parse_host(h) for h in self["host"]]
+
+    def may_use_tls(self) -> bool:
+        """Whether anything configured could speak TLS: a ``tcp://`` host or any URL.
+
+        Any URL, not only ``https://`` ones: an ``http://`` server may redirect.
+        """
+        return (any(a.kind != "unix" for a in self.listen_addresses())
+                or any(self[o] for o in ("opa-url", "bundle-url", "decision-log-url")))
 
 
 def make_site(resource, reactor, max_connections: int | None = None) -> FirewallSite:
@@ -378,6 +391,8 @@ def _listeners(options: Options, reactor, site) -> list[Service]:
                 reactor, address.path, site, mode=options["socket-mode"],
                 group=options["socket-group"]))
             continue
+        # pyOpenSSL and cryptography load with the first TCP host, never for UNIX ones.
+        from dsfw.edge.tls import TcpListenerService, TlsSetupError, server_options
         use_tls = options["tlsverify"] or options["tls"]
         if use_tls and tls_options is None:
             files = TlsFiles(options["tlscacert"], options["tlscert"], options["tlskey"])
@@ -392,6 +407,8 @@ def _listeners(options: Options, reactor, site) -> list[Service]:
 
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
+        if not options.may_use_tls():
+            start_without_tls()
         from twisted.internet import reactor
     try:
         logsetup.configure(verbose=options["verbose"], fmt=options["log-format"],

@@ -9,6 +9,7 @@ descriptor is closed by the kernel, never received), and ``write_now``'s
 immediate send, which must keep Twisted's order when bytes are queued. And
 ``HalfCloseTLSProtocol``'s three overrides of ``TLSMemoryBIOProtocol``'s private
 methods, driven by a pyOpenSSL client over memory BIOs (docker exec -i over TLS).
+And a reactor started without TLS support (``start_without_tls``), in a fresh process.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import array
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 
 from twisted.internet import reactor, tcp, threads
@@ -29,6 +32,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+import dsfw
 from dsfw.edge._twisted import (LARGE_READ, HalfCloseTLSFactory, tune_socket, use_large_reads,
                                 write_now)
 from dsfw.edge.tls import TlsFiles, server_options
@@ -319,3 +323,43 @@ def test_tcp_fin_reaches_a_half_closeable_protocol(pki):
     pump()
     assert read_all(client) == b"got x"
     assert IHalfCloseableProtocol(tls_pair(pki, Plain())[0], None) is None
+
+
+_WITHOUT_TLS = """
+import os, socket, sys, tempfile, threading
+from dsfw.edge._twisted import start_without_tls
+assert start_without_tls()
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+path = os.path.join(tempfile.mkdtemp(), "s.sock")
+reactor.listenUNIX(path, Factory.forProtocol(Echo))
+got = []
+
+def client():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"ping")
+        got.append(s.recv(4))
+    reactor.callFromThread(reactor.stop)
+
+reactor.callWhenRunning(threading.Thread(target=client).start)
+reactor.run()
+print(got[0].decode(), sorted(m for m in ("OpenSSL", "cryptography", "twisted.internet.ssl")
+                              if sys.modules.get(m) is not None))
+"""
+
+
+def test_reactor_runs_without_tls_support():
+    # start_without_tls relies on Twisted treating a missing pyOpenSSL as "no TLS"
+    # (each of its imports in try/except ImportError) when the reactor loads.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(dsfw.__file__)))
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TLS], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=repo), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ping", "[]"]

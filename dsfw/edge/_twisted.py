@@ -4,18 +4,19 @@ dsfw owns its HTTP server protocol (:mod:`dsfw.edge.server`) and its dockerd
 client (:mod:`dsfw.edge.upstream`), so twisted.web's private state is never
 touched.  What is left: tuning of Twisted's socket transports (read size,
 plain reads on UNIX sockets, writes sent at once when nothing is queued),
-and half-close over TLS, which overrides three private methods of
-``TLSMemoryBIOProtocol``.  tests/test_twisted_internals.py pins them against
-the installed Twisted (real sockets; a pyOpenSSL client over memory BIOs),
-so an upgrade that changes them fails there first.
+half-close over TLS, which overrides three private methods of
+``TLSMemoryBIOProtocol``, and starting the reactor without TLS support when
+nothing will use it.  tests/test_twisted_internals.py pins them against
+the installed Twisted (real sockets; a pyOpenSSL client over memory BIOs; a
+reactor in a fresh process), so an upgrade that changes them fails there first.
 """
 from __future__ import annotations
 
+import functools
+import sys
 from types import MethodType
 
-from OpenSSL import SSL
-from twisted.internet import interfaces, tcp
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.internet import interfaces
 
 LARGE_READ = 1 << 17
 
@@ -46,11 +47,20 @@ def tune_socket(transport) -> None:
     sends and closes those descriptors itself (unix(7)).
     """
     use_large_reads(transport)
-    if isinstance(transport, tcp.Connection) and type(transport).doRead is not _PLAIN_READ:
-        transport.doRead = MethodType(_PLAIN_READ, transport)
+    connection = _tcp().Connection
+    if isinstance(transport, connection) and type(transport).doRead is not connection.doRead:
+        transport.doRead = MethodType(connection.doRead, transport)
 
 
-_PLAIN_READ = tcp.Connection.doRead
+@functools.cache
+def _tcp():
+    """``twisted.internet.tcp``, imported when first needed (a connection exists by then).
+
+    Importing it loads pyOpenSSL when it can, so nothing imported before
+    ``makeService`` may: :func:`start_without_tls` must come first.
+    """
+    from twisted.internet import tcp
+    return tcp
 
 
 def write_now(transport, *pieces: bytes) -> None:
@@ -66,7 +76,7 @@ def write_now(transport, *pieces: bytes) -> None:
     before.  Other transports (TLS, in-memory ones in tests) simply queue;
     an aborted connection gets nothing more (a cut answer must stay cut).
     """
-    if (isinstance(transport, tcp.Connection) and transport.connected
+    if (isinstance(transport, _tcp().Connection) and transport.connected
             and not transport.disconnecting and not transport._aborting
             and not transport._writeDisconnecting
             and not transport._tempDataLen and len(transport.dataBuffer) == transport.offset
@@ -85,66 +95,103 @@ def write_now(transport, *pieces: bytes) -> None:
         transport.writeSequence(pieces)
 
 
-class HalfCloseTLSProtocol(TLSMemoryBIOProtocol):
-    """``TLSMemoryBIOProtocol`` that carries a client's half-close to a half-closeable protocol.
+def start_without_tls() -> bool:
+    """Have the reactor, imported next, start without TLS support; True if it will.
 
-    A ``close_notify`` (or a bare TCP FIN) from the client becomes
-    ``readConnectionLost`` on the protocol above while it provides
-    ``IHalfCloseableProtocol``; our own ``close_notify`` is sent when that
-    protocol closes the connection.  HTTP (twisted.web) is not half-closeable
-    and keeps Twisted's behaviour.
+    Twisted's reactor loads its TLS support (pyOpenSSL, cryptography,
+    service_identity: about 12 MB resident) whenever pyOpenSSL is importable,
+    and runs without it where it is not installed: every such import is in a
+    ``try ... except ImportError``.  A ``None`` in ``sys.modules`` makes the
+    import fail the same way (the import system's documented meaning of None).
+    For a daemon that will never speak TLS, so only before the reactor (or
+    anything else) has loaded pyOpenSSL.
     """
-
-    _read_closed = False
-
-    def __conform__(self, interface):
-        # The TCP transport asks "are you half-closeable?" on a FIN; we are while the
-        # protocol on top is (a spliced attach/exec), not while twisted.web serves HTTP.
-        if (interface is interfaces.IHalfCloseableProtocol and self.wrappedProtocol is not None
-                and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)):
-            return self
-        return None
-
-    def _half_closing(self) -> bool:
-        return (not self.disconnecting and not self._read_closed
-                and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
-                and bool(self._tlsConnection.get_shutdown() & SSL.RECEIVED_SHUTDOWN))
-
-    def _flushReceiveBIO(self) -> None:
-        if self._read_closed:
-            self._flushSendBIO()
-            return
-        try:
-            super()._flushReceiveBIO()
-        except _PeerClosedWrite:
-            self.readConnectionLost()
-
-    def _shutdownTLS(self) -> None:
-        if self._half_closing():
-            return  # the client closed its side; ours closes when the session ends
-        super()._shutdownTLS()
-
-    def _tlsShutdownFinished(self, reason) -> None:
-        if reason is None and self._half_closing():
-            raise _PeerClosedWrite()  # leaves the receive loop without tearing down
-        super()._tlsShutdownFinished(reason)
-
-    # IHalfCloseableProtocol, on behalf of the protocol on top
-    def readConnectionLost(self) -> None:
-        if self._read_closed:
-            return
-        self._read_closed = True
-        self._flushSendBIO()
-        self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
+    if "twisted.internet.reactor" in sys.modules or "OpenSSL" in sys.modules:
+        return False
+    sys.modules["OpenSSL"] = None
+    return True
 
 
 class _PeerClosedWrite(Exception):
     """Internal: the client sent ``close_notify`` while a half-closeable protocol is on top."""
 
 
-class HalfCloseTLSFactory(TLSMemoryBIOFactory):
-    protocol = HalfCloseTLSProtocol
-    noisy = False
+def __getattr__(name: str):
+    """``HalfCloseTLSProtocol`` and ``HalfCloseTLSFactory``, defined when first asked for.
+
+    They subclass Twisted's TLS protocol, whose import loads pyOpenSSL and
+    cryptography (docs/benchmarks.md, "Memory at rest"); a daemon with no TLS
+    listener never asks, and :func:`dsfw.tap.makeService` then starts the
+    reactor without them.
+    """
+    if name in ("HalfCloseTLSProtocol", "HalfCloseTLSFactory"):
+        return _tls_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _tls_classes() -> dict[str, type]:
+    from OpenSSL import SSL
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    class HalfCloseTLSProtocol(TLSMemoryBIOProtocol):
+        """``TLSMemoryBIOProtocol`` that carries a client's half-close to a half-closeable protocol.
+
+        A ``close_notify`` (or a bare TCP FIN) from the client becomes
+        ``readConnectionLost`` on the protocol above while it provides
+        ``IHalfCloseableProtocol``; our own ``close_notify`` is sent when that
+        protocol closes the connection.  HTTP (twisted.web) is not half-closeable
+        and keeps Twisted's behaviour.
+        """
+
+        _read_closed = False
+
+        def __conform__(self, interface):
+            # The TCP transport asks "are you half-closeable?" on a FIN; we are while the
+            # protocol on top is (a spliced attach/exec), not while twisted.web serves HTTP.
+            if (interface is interfaces.IHalfCloseableProtocol and self.wrappedProtocol is not None
+                    and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)):
+                return self
+            return None
+
+        def _half_closing(self) -> bool:
+            return (not self.disconnecting and not self._read_closed
+                    and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+                    and bool(self._tlsConnection.get_shutdown() & SSL.RECEIVED_SHUTDOWN))
+
+        def _flushReceiveBIO(self) -> None:
+            if self._read_closed:
+                self._flushSendBIO()
+                return
+            try:
+                super()._flushReceiveBIO()
+            except _PeerClosedWrite:
+                self.readConnectionLost()
+
+        def _shutdownTLS(self) -> None:
+            if self._half_closing():
+                return  # the client closed its side; ours closes when the session ends
+            super()._shutdownTLS()
+
+        def _tlsShutdownFinished(self, reason) -> None:
+            if reason is None and self._half_closing():
+                raise _PeerClosedWrite()  # leaves the receive loop without tearing down
+            super()._tlsShutdownFinished(reason)
+
+        # IHalfCloseableProtocol, on behalf of the protocol on top
+        def readConnectionLost(self) -> None:
+            if self._read_closed:
+                return
+            self._read_closed = True
+            self._flushSendBIO()
+            self.wrappedProtocol.readConnectionLost()
+
+        def writeConnectionLost(self) -> None:
+            self.wrappedProtocol.writeConnectionLost()
+
+    class HalfCloseTLSFactory(TLSMemoryBIOFactory):
+        protocol = HalfCloseTLSProtocol
+        noisy = False
+
+    return {"HalfCloseTLSProtocol": HalfCloseTLSProtocol,
+            "HalfCloseTLSFactory": HalfCloseTLSFactory}

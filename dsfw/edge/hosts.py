@@ -9,9 +9,24 @@ API with, and deciding "is this loopback?" must not depend on DNS.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 
 DEFAULT_TLS_PORT = 2376
+DOCKER_CERT_DIR = "~/.docker"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """``--tlscacert``, ``--tlscert``, ``--tlskey`` (dockerd's names and defaults).
+
+    Here rather than in :mod:`dsfw.edge.tls` so that reading the options does
+    not load pyOpenSSL and cryptography, which only a ``tcp://`` host needs.
+    """
+
+    ca: str = os.path.join(DOCKER_CERT_DIR, "ca.pem")
+    cert: str = os.path.join(DOCKER_CERT_DIR, "cert.pem")
+    key: str = os.path.join(DOCKER_CERT_DIR, "key.pem")
 
 
 class HostSyntaxError(ValueError):

@@ -16,7 +16,6 @@ import stat
 
 import structlog
 from twisted.application.service import Service
-from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -115,6 +114,8 @@ class ProtectedSocketService(ListeningService):
         claim_socket_path(self.path)
         old = os.umask(0o177)
         try:
+            # Imported here, as in dsfw.edge.upstream: it loads pyOpenSSL when it can.
+            from twisted.internet.endpoints import UNIXServerEndpoint
             endpoint = UNIXServerEndpoint(self._reactor, self.path, mode=0o600, wantPID=False)
             self._port = listen_now(endpoint, self._factory)
         finally:

@@ -23,12 +23,10 @@ import struct
 from typing import Any
 
 import structlog
+from twisted.internet.interfaces import ISSLTransport
 
 log = structlog.get_logger("dsfw")
 _connections = itertools.count(1)
-
-from dsfw.edge.tls import tls_peer
-
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 
@@ -62,9 +60,13 @@ def peer_identity(transport: Any) -> dict[str, Any] | None:
     for anything else (plain loopback TCP, in-memory test transports), so
     policies can tell "unknown" from any real identity.
     """
-    tls = tls_peer(transport)
-    if tls is not None:
-        return tls
+    if ISSLTransport.providedBy(transport):
+        # Only a TLS listener makes such transports; it loaded dsfw.edge.tls (and
+        # pyOpenSSL) already, which a UNIX-only daemon never does.
+        from dsfw.edge.tls import tls_peer
+        tls = tls_peer(transport)
+        if tls is not None:
+            return tls
     sock = _socket_of(transport)
     return None if sock is None else credentials_of(sock)
 

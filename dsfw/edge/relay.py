@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from dsfw.edge import hijack
@@ -164,6 +163,9 @@ class Relay:
             producer = stream if live else None
             if stream is not None and not live and stream_length:
                 stream.seek(0)
+                # twisted.web.client loads pyOpenSSL when it can: imported on the first
+                # spooled body, after makeService chose the reactor's TLS (dsfw.edge._twisted).
+                from twisted.web.client import FileBodyProducer
                 kwargs = {"cooperator": self._cooperator} if self._cooperator else {}
                 producer = FileBodyProducer(stream, readSize=_BODY_READ_SIZE, **kwargs)
             conn.send(head, body, sink if answer_filter is None else answer_filter(sink, conn),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,23 +30,12 @@ from twisted.internet import interfaces, ssl
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
 from dsfw.edge._twisted import HalfCloseTLSFactory
-from dsfw.edge.hosts import ListenAddress
+from dsfw.edge.hosts import ListenAddress, TlsFiles
 from dsfw.edge.listening import ListeningService, listen_now
-
-DOCKER_CERT_DIR = "~/.docker"
 
 
 class TlsSetupError(Exception):
     """The TLS files cannot be used (missing, unreadable, mismatched)."""
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """``--tlscacert``, ``--tlscert``, ``--tlskey`` (dockerd's names and defaults)."""
-
-    ca: str = os.path.join(DOCKER_CERT_DIR, "ca.pem")
-    cert: str = os.path.join(DOCKER_CERT_DIR, "cert.pem")
-    key: str = os.path.join(DOCKER_CERT_DIR, "key.pem")
 
 
 def _read(path: str, what: str) -> bytes:

@@ -16,7 +16,6 @@ from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -482,6 +481,9 @@ class DockerPool:
     """
 
     def __init__(self, reactor, socket_path: str, max_idle: int = 32, connect_timeout: float = 10):
+        # Imported here: twisted.internet.endpoints loads pyOpenSSL when it can, and
+        # tap.makeService keeps that out of a daemon without TLS (dsfw.edge._twisted).
+        from twisted.internet.endpoints import UNIXClientEndpoint
         self._reactor = reactor
         self.socket_path = socket_path
         self._endpoint = UNIXClientEndpoint(reactor, socket_path, timeout=connect_timeout)

@@ -22,14 +22,15 @@ import random
 import socket
 import uuid
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
 
 import dsfw
 from dsfw.input.redact import redacted_input
@@ -142,6 +143,9 @@ class DecisionLog(Service):
     def startService(self) -> None:
         super().startService()
         if self._client is None:
+            # treq and twisted.web.client load only with a collector (they bring TLS along).
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
             self._pool = HTTPConnectionPool(self._reactor, persistent=True)
             self._pool.maxPersistentPerHost = 1
             self._client = HTTPClient(Agent(self._reactor, pool=self._pool,

@@ -24,11 +24,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from dsfw.policy.loader import load_yaml
 
 MANIFEST = ".manifest"
 SIGNATURES = ".signatures.json"
@@ -38,14 +34,9 @@ DEFAULT_MAX_BYTES = 16 << 20  # uncompressed, and compressed
 MAX_FILES = 10_000
 
 _HASHES = {"SHA-256": hashlib.sha256, "SHA-384": hashlib.sha384, "SHA-512": hashlib.sha512}
-_JWT_ALGS = {
-    "RS256": (rsa.RSAPublicKey, hashes.SHA256), "RS384": (rsa.RSAPublicKey, hashes.SHA384),
-    "RS512": (rsa.RSAPublicKey, hashes.SHA512), "PS256": (rsa.RSAPublicKey, hashes.SHA256),
-    "PS384": (rsa.RSAPublicKey, hashes.SHA384), "PS512": (rsa.RSAPublicKey, hashes.SHA512),
-    "ES256": (ec.EllipticCurvePublicKey, hashes.SHA256),
-    "ES384": (ec.EllipticCurvePublicKey, hashes.SHA384),
-    "ES512": (ec.EllipticCurvePublicKey, hashes.SHA512),
-}
+# JWT algorithm -> the hash it signs with (RS: RSA PKCS#1 v1.5, PS: RSA-PSS, ES: ECDSA).
+_JWT_ALGS = {f"{kind}{bits}": f"SHA{bits}" for kind in ("RS", "PS", "ES")
+             for bits in (256, 384, 512)}
 
 
 class BundleError(ValueError):
@@ -104,9 +95,9 @@ def _structured(name: str, raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
         if name.endswith(".yaml"):
-            return yaml.safe_load(text)
+            return load_yaml(text)
         return json.loads(text, parse_float=_Number, parse_int=_Number)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+    except ValueError as e:
         raise BundleError(f"{name}: cannot parse: {e}") from e
 
 
@@ -157,6 +148,10 @@ class BundleVerifier:
     """
 
     def __init__(self, public_key_pem: bytes, key_id: str = "", scope: str = ""):
+        # cryptography is loaded with a verifier only: about 10 MB resident that a
+        # daemon without --bundle-verification-key does not need.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
         try:
             self._key = serialization.load_pem_public_key(public_key_pem)
         except ValueError as e:
@@ -180,7 +175,12 @@ class BundleVerifier:
         alg = header.get("alg")
         if alg not in _JWT_ALGS:
             raise BundleError(f"signature: algorithm {alg!r} is not accepted")
-        key_type, digest = _JWT_ALGS[alg]
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+        key_type = ec.EllipticCurvePublicKey if alg.startswith("ES") else rsa.RSAPublicKey
+        digest = getattr(hashes, _JWT_ALGS[alg])
         if not isinstance(self._key, key_type):
             raise BundleError(f"signature: {alg} does not fit the configured key")
         signed = f"{parts[0]}.{parts[1]}".encode("ascii")

@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote, urlsplit
 
 import structlog
-from treq import collect
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from dsfw.policy.bundle import DEFAULT_MAX_BYTES, Bundle, BundleError, BundleVerifier, read_bundle
 from dsfw.policy.loader import PolicyLoadError, compile_policy
+
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
 
 log = structlog.get_logger("dsfw.policy")
 
@@ -102,6 +102,9 @@ class BundleService(Service):
     def startService(self) -> None:
         super().startService()
         if self._path is None and self._client is None:
+            # treq and twisted.web.client load only for a bundle URL (they bring TLS along).
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
             self._pool = HTTPConnectionPool(self._reactor, persistent=True)
             self._client = HTTPClient(Agent(self._reactor, pool=self._pool,
                                             connectTimeout=FETCH_TIMEOUT))
@@ -217,6 +220,7 @@ class BundleService(Service):
             if size > self._max_bytes:
                 raise _TooLarge(f"bundle download exceeds the limit of {self._max_bytes} bytes")
             chunks.append(chunk)
+        from treq import collect
         await collect(response, keep)
         self._status["downloads"] += 1
         etag = response.headers.getRawHeaders(b"etag")

@@ -21,8 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import regorus
-import yaml
+from dsfw.policy._regorus import regorus
 
 from dsfw.policy.explain import Explainer
 
@@ -154,12 +153,22 @@ def data_path(policy_dir: str, path: str) -> list[str]:
     return [] if rel == "." else rel.split(os.sep)
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with PyYAML loaded by the first YAML file; ValueError if malformed."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(str(e)) from e
+
+
 def _parse_data(path: str, raw: bytes) -> Any:
     try:
         if path.endswith(".json"):
             return json.loads(raw.decode("utf-8"))
-        return yaml.safe_load(raw.decode("utf-8"))
-    except (ValueError, yaml.YAMLError) as e:
+        return load_yaml(raw.decode("utf-8"))
+    except ValueError as e:
         raise PolicyLoadError(f"{path}: cannot parse data file: {e}", path) from e
 
 

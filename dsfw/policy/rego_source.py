@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import regorus
+from dsfw.policy._regorus import regorus
 
 COMPAT_PACKAGE = "_dsfw_compat"
 COMPAT_PATH = "<dsfw>/_dsfw_compat.rego"
