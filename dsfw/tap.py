@@ -18,6 +18,7 @@ from twisted.internet.defer import ensureDeferred
 from dsfw.ops import logsetup
 from dsfw.ops.admin import AdminEndpoints
 from dsfw.ops.decisionlog import DEFAULT_BUFFER_BYTES, DecisionLog
+from dsfw.ops.heap import heap_trimmer
 from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
 from dsfw.build.gate import BuildGate, BuildOptions
@@ -465,6 +466,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if body_worker is not None:
         body_worker.setServiceParent(top)
     watcher.setServiceParent(top)
+    trimmer = heap_trimmer(reactor)
+    if trimmer is not None:
+        trimmer.setServiceParent(top)
     if bundle is not None:
         bundle.setServiceParent(top)
     else:
