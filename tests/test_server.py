@@ -278,3 +278,40 @@ class MalformedTests(Case):
     def test_unknown_expectation_is_417(self):
         self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nExpect: something\r\n\r\n")
         self.assertEqual(status_of(self.client.value()), 417)
+
+
+class HeadMemoTests(Case):
+    """Parsed request heads are remembered by their bytes: never mixed, refusals every time."""
+
+    def test_the_same_head_bytes_with_close_or_keep_alive(self):
+        keep = self.head(b"GET", b"/_ping")
+        close = self.head(b"GET", b"/_ping", b"Connection: close\r\n")
+        for raw, open_after in ((keep, True), (close, False), (keep, True)):
+            self.make()
+            self.channel.dataReceived(raw)
+            self.dockerd.answer(OK)
+            self.assertTrue(self.client.value().endswith(b"OK"))
+            self.assertEqual(not self.client.disconnecting, open_after)
+
+    def test_refused_heads_are_refused_every_time(self):
+        for _ in range(2):
+            self.make()
+            self.channel.dataReceived(self.head(b"POST", b"/containers/x/archive",
+                                                b"Content-Length: 1\r\nExpect: 42-unknown\r\n"))
+            self.assertEqual(status_of(self.client.value()), 417)
+            self.make()
+            self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nBad Name: x\r\n\r\n")
+            self.assertEqual(status_of(self.client.value()), 400)
+            self.make()
+            self.channel.dataReceived(self.head(b"POST", b"/containers/x/archive",
+                                                b"Content-Length: 1\r\nContent-Length: 2\r\n"))
+            self.assertEqual(status_of(self.client.value()), 400)
+        self.assertEqual(self.dockerd.acquired, 0)
+
+    def test_bounded(self):
+        from dsfw.edge import server
+        memo = server._parsed_heads
+        for i in range(memo.max_entries + 30):
+            self.channel.dataReceived(self.head(b"GET", b"/containers/c%d/json" % i))
+            self.dockerd.answer(OK)
+        self.assertLessEqual(len(memo), memo.max_entries)

@@ -459,7 +459,8 @@ class HeadMemoTests(SynchronousTestCase):
 
     def test_bounded(self):
         from dsfw.edge import upstream
-        for i in range(upstream.HEAD_MEMO_ENTRIES + 20):
+        memo = upstream._head_memo
+        for i in range(memo.max_entries + 20):
             sink = self.exchange(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i)
             self.assertEqual(sink.head.get(b"x-n"), b"%d" % i)
-        self.assertLessEqual(len(upstream._head_memo), upstream.HEAD_MEMO_ENTRIES)
+        self.assertLessEqual(len(memo), memo.max_entries)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections import OrderedDict
 from typing import Any, Callable
 
 import structlog
@@ -30,6 +29,7 @@ from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PolicyEngin
 from dsfw.input.request import CanonicalRequest, canonical_head, input_document, with_body
 from dsfw.edge.feed import BodyFeed
 from dsfw.edge.inflight import InFlight
+from dsfw.edge.memo import BytesMemo
 from dsfw.edge.peer import connection_identified, peer_log_fields
 from dsfw.ops.metrics import Metrics
 from dsfw.input.redact import (redacted_input, redacted_query, scrub, scrubbed_decision,
@@ -44,9 +44,6 @@ log = structlog.get_logger("dsfw")
 DEFAULT_MAX_JSON_BODY = 16 << 20
 DEFAULT_MAX_STREAM_BODY = 16 << 30
 _UNKNOWN = object()
-# Canonical heads remembered by the head's bytes: at most this many, each at most this long.
-HEAD_MEMO_ENTRIES = 256
-HEAD_MEMO_BYTES = 2048
 
 
 def _upgrade_of(request) -> str | None:
@@ -118,7 +115,7 @@ class FirewallResource(Resource):
             from twisted.internet import reactor as clock
         self._clock = clock
         self.inflight = InFlight(clock)
-        self._heads: OrderedDict[bytes, CanonicalRequest] = OrderedDict()
+        self._heads = BytesMemo(entries=256, max_key=2048)  # canonical heads by their bytes
 
     def render(self, request):
         d = ensureDeferred(self._handle(request))
@@ -275,17 +272,9 @@ class FirewallResource(Resource):
         not remembered.
         """
         raw = getattr(request, "raw_head", None)
-        if raw is None or len(raw) > HEAD_MEMO_BYTES:
+        if raw is None:
             return self._canonical_head(request)
-        heads = self._heads
-        req = heads.get(raw)
-        if req is not None:
-            heads.move_to_end(raw)
-            return req
-        req = heads[raw] = self._canonical_head(request)
-        if len(heads) > HEAD_MEMO_ENTRIES:
-            heads.popitem(last=False)
-        return req
+        return self._heads.get(raw, self._canonical_head, request)
 
     def _canonical_head(self, request) -> CanonicalRequest:
         try:

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from dsfw.edge._twisted import tune_socket, write_now
 from dsfw.edge.http1 import (MAX_HEAD, MalformedRequest, RequestBody, RequestHeaders, _Collector,
                              _framing, _tokens, parse_head)
+from dsfw.edge.memo import BytesMemo
 from dsfw.edge.peer import connection_opened
 from dsfw.errors import BadRequest, error_body
 
@@ -400,21 +401,12 @@ class HTTPServerChannel(Protocol):
         raw = bytes(self._buf[:end])
         del self._buf[:end + 4]
         self._first = False
-        method, target, version, pairs = parse_head(raw)
-        headers = RequestHeaders(pairs)
-        framing, length = _framing(headers, version)
-        connection = _tokens(headers.getRawHeaders(b"connection"))
-        if version == b"HTTP/1.1":
-            persistent = b"close" not in connection
-        else:
-            persistent = b"keep-alive" in connection
-        expect = headers.getRawHeaders(b"expect")
-        expect_continue = False
-        if expect is not None:
-            if [v.lower() for v in expect] != [b"100-continue"]:
-                self._refuse_early(417, "dsfw: only 'Expect: 100-continue' is supported")
-                return False
-            expect_continue = framing != "none" and version == b"HTTP/1.1"
+        (method, target, version, headers, framing, length, persistent,
+         expect) = _parsed_heads.get(raw, _parse_request_head, raw)
+        if expect == "refuse":
+            self._refuse_early(417, "dsfw: only 'Expect: 100-continue' is supported")
+            return False
+        expect_continue = expect == "continue"
         body = RequestBody(self, framing, length, None, "")
         request = ServerRequest(self, method, target, version, headers, body, persistent,
                                 expect_continue)
@@ -640,6 +632,31 @@ class HTTPServerChannel(Protocol):
             self.transport.resumeProducing()
         protocol.transport = self.transport
         return self.transport, leftover
+
+
+# Parsed request heads, by their bytes: (method, target, version, headers, framing,
+# length, persistent, expect); RequestHeaders is read only.
+_parsed_heads = BytesMemo(entries=256, max_key=2048)
+
+
+def _parse_request_head(raw: bytes) -> tuple:
+    """The parsed head; ``expect`` is ``"continue"``, ``"refuse"`` (another expectation) or ``"none"``."""
+    method, target, version, pairs = parse_head(raw)
+    headers = RequestHeaders(pairs)
+    framing, length = _framing(headers, version)
+    connection = _tokens(headers.getRawHeaders(b"connection"))
+    if version == b"HTTP/1.1":
+        persistent = b"close" not in connection
+    else:
+        persistent = b"keep-alive" in connection
+    expect = headers.getRawHeaders(b"expect")
+    if expect is None:
+        expecting = "none"
+    elif [v.lower() for v in expect] != [b"100-continue"]:
+        expecting = "refuse"
+    else:
+        expecting = "continue" if framing != "none" and version == b"HTTP/1.1" else "none"
+    return method, target, version, headers, framing, length, persistent, expecting
 
 
 class _Discarded:

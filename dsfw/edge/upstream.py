@@ -11,7 +11,6 @@ with backpressure.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import interfaces
@@ -22,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dsfw.edge._twisted import tune_socket, write_now
+from dsfw.edge.memo import BytesMemo
 from dsfw.errors import UpstreamUnavailable
 
 MAX_RESPONSE_HEAD = 1 << 20
@@ -230,7 +230,7 @@ class DockerConnection(Protocol):
             return False
         raw = bytes(self._buf[:end])
         del self._buf[: end + 4]
-        version, head, framing = _response_head(raw)
+        version, head, framing = _head_memo.get(raw, _parse_response_head, raw)
         status = head.status
         if 100 <= status < 200 and status != 101:
             return True  # interim response: wait for the real one
@@ -403,32 +403,12 @@ class DockerConnection(Protocol):
             sink.failed(reason)
 
 
-# dockerd answers with the same few heads again and again (only Date changes, once a
-# second): parsed heads are remembered by their bytes, at most this many of this size.
-HEAD_MEMO_ENTRIES = 64
-HEAD_MEMO_BYTES = 2048
-_head_memo: OrderedDict[bytes, tuple[bytes, ResponseHead, dict[bytes, bytes]]] = OrderedDict()
-
-
-def _response_head(raw: bytes) -> tuple[bytes, ResponseHead, dict[bytes, bytes]]:
-    """(HTTP version, the head, its framing headers lower-cased) of a response head's bytes.
-
-    The result is never changed by its users, so a head seen before is
-    answered from the memo; a malformed one raises every time.
-    """
-    if len(raw) > HEAD_MEMO_BYTES:
-        return _parse_response_head(raw)
-    parsed = _head_memo.get(raw)
-    if parsed is not None:
-        _head_memo.move_to_end(raw)
-        return parsed
-    parsed = _head_memo[raw] = _parse_response_head(raw)
-    if len(_head_memo) > HEAD_MEMO_ENTRIES:
-        _head_memo.popitem(last=False)
-    return parsed
+# Parsed response heads, by their bytes: (HTTP version, head, framing headers lower-cased).
+_head_memo = BytesMemo(entries=64, max_key=2048)
 
 
 def _parse_response_head(raw: bytes) -> tuple[bytes, ResponseHead, dict[bytes, bytes]]:
+    """(HTTP version, the head, its framing headers lower-cased); raises when malformed."""
     lines = raw.split(b"\r\n")
     try:
         version, status_text, *rest = lines[0].split(b" ", 2)
