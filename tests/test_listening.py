@@ -7,12 +7,14 @@ import socket
 import stat
 import tempfile
 
+import pytest
+
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from dsfw.edge.listening import ProtectedSocketService, SocketInUse, claim_socket_path
+from dsfw.edge.listening import ProtectedSocketService, SocketInUse, claim_socket_path, group_id
 from dsfw.tap import Options
 
 
@@ -133,3 +135,10 @@ class SocketModeOptionTests(SynchronousTestCase):
         o = Options()
         o.parseOptions([])
         self.assertEqual(o["socket-mode"], 0o660)
+
+
+def test_group_given_in_non_ascii_digits_is_a_name():
+    """``--socket-group ²`` is looked up as a name (and is unknown), not crashed on by int()."""
+    assert group_id("1234") == 1234
+    with pytest.raises(KeyError):
+        group_id("\u00b2")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -10,7 +12,7 @@ from dsfw import routes
 from dsfw.scope.cache import MISS, TargetCache
 from dsfw.scope.named import forwarded_by_id, named_object, push_reference
 from dsfw.scope.scoping import Scope
-from dsfw.scope.target import TargetLookupFailed, TargetResolver, identity
+from dsfw.scope.target import OWNER_UID_LABEL, TargetLookupFailed, TargetResolver, identity, owner_of
 
 from tests.test_relay import FakeDockerd, FakeEngine, client, firewall
 
@@ -395,3 +397,10 @@ class EventWatcherTests(SynchronousTestCase):
         self.assertFalse(self.watcher.trusted())
         self.clock.advance(60)
         self.assertEqual(len(self.dockerd.connections), 1)
+
+
+@pytest.mark.parametrize("uid, expected", [("1000", 1000), ("0", 0), ("\u00b2", "\u00b2"),
+                                           ("\u0663", "\u0663"), ("-1", "-1"), ("1_0", "1_0")])
+def test_owner_uid_is_a_number_only_in_ascii_digits(uid, expected):
+    """An owner label made beside dsfw is a string unless it is plain ASCII digits."""
+    assert owner_of({OWNER_UID_LABEL: uid}) == {"Uid": expected, "User": None}

@@ -31,7 +31,8 @@ def test_host_spellings(text, expected):
 @pytest.mark.parametrize("text", ["", "relative.sock", "unix://rel", "http://1.2.3.4:1",
                                   "tcp://docker.example:2376", "tcp://1.2.3.4:0",
                                   "tcp://1.2.3.4:99999", "tcp://1.2.3.4:x", "tcp://::1:2376",
-                                  "tcp://[::1", "tcp://1.2.3.4:5/path", "tcp://u@1.2.3.4:5"])
+                                  "tcp://[::1", "tcp://1.2.3.4:5/path", "tcp://u@1.2.3.4:5",
+                                  "tcp://1.2.3.4:\u00b2", "tcp://1.2.3.4:\u0663"])
 def test_bad_hosts(text):
     with pytest.raises(HostSyntaxError):
         parse_host(text)

@@ -92,7 +92,7 @@ def parse_host(value: str) -> ListenAddress:
                               "(names are not accepted, so what is listened on cannot change)")
     if port_text == "":
         port = DEFAULT_TLS_PORT
-    elif port_text.isdigit() and 0 < int(port_text) < 65536:
+    elif port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536:
         port = int(port_text)
     else:
         raise HostSyntaxError(f"--host {value!r}: port must be 1-65535")

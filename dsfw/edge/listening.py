@@ -65,7 +65,7 @@ def claim_socket_path(path: str) -> None:
 def group_id(group: str | int | None) -> int:
     if group is None or group == "":
         return -1
-    if isinstance(group, int) or str(group).isdigit():
+    if isinstance(group, int) or (str(group).isascii() and str(group).isdigit()):
         return int(group)
     return grp.getgrnam(group).gr_gid
 

@@ -74,7 +74,7 @@ def owner_of(labels: dict[str, str]) -> dict[str, Any] | None:
     uid = labels.get(OWNER_UID_LABEL)
     if uid is None:
         return None
-    return {"Uid": int(uid) if uid.isdigit() else uid, "User": labels.get(OWNER_USER_LABEL)}
+    return {"Uid": int(uid) if uid.isascii() and uid.isdigit() else uid, "User": labels.get(OWNER_USER_LABEL)}
 
 
 def _doc(kind: str, ident: Any, name: Any, names: list, labels: Any, **extra: Any) -> dict[str, Any]:
