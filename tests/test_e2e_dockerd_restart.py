@@ -13,7 +13,6 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
 
-import pytest
 
 from dsfw.testing.e2e import policy_dir, raw_request
 

@@ -18,12 +18,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import pytest
 
-from dsfw.testing.e2e import (DOCKER_SOCKET, REPO_ROOT, TWISTD, DsfwProcess, docker_cli, dsfw_args,
+from dsfw.testing.e2e import (DOCKER_SOCKET, TWISTD, DsfwProcess, docker_cli, dsfw_args,
                          policy_dir, raw_request, requires_docker, subprocess_env, unique_name)
 
 pytestmark = requires_docker

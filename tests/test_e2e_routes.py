@@ -9,9 +9,7 @@ left out.
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 
 import pytest
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from dsfw.testing.e2e import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, policy_dir, raw_request,
-                         requires_docker, split_responses, unique_name)
+                         requires_docker, unique_name)
 
 pytestmark = requires_docker
 
@@ -121,7 +121,7 @@ def test_renamed_names_are_decided_on_the_object_they_name_now(proxy, containers
     plain = containers(name=web)
     protected = containers("protected=yes")
     assert docker_cli(proxy.socket, "inspect", web).returncode == 0  # identity now cached
-    direct("rename", plain, old := unique_name("dsfw-old"))
+    direct("rename", plain, unique_name("dsfw-old"))
     direct("rename", protected, web)
     out = docker_cli(proxy.socket, "inspect", web)
     assert out.returncode != 0 and "protected" in out.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import tempfile
 
 from twisted.internet import interfaces, reactor, threads, unix

@@ -1,9 +1,7 @@
 """Metrics through the real resource: one outcome per request, bounded series."""
 from __future__ import annotations
 
-import os
 import random
-import sys
 
 from twisted.internet.defer import fail, succeed
 from twisted.trial.unittest import SynchronousTestCase

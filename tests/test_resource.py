@@ -5,9 +5,7 @@ import base64
 import json
 import logging
 import os
-import sys
 
-import pytest
 import structlog
 from structlog.testing import capture_logs
 from twisted.internet.defer import fail, succeed

@@ -7,7 +7,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dsfw import routes
 from dsfw.errors import BadRequest
 from dsfw.input.path import canonical_target
 from dsfw.input.request import CanonicalRequest

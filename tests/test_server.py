@@ -8,8 +8,6 @@ the client was paused, whether the connection stays open.
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 

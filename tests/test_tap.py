@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
-import pytest
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage

@@ -35,7 +35,7 @@ from urllib.parse import quote, unquote
 
 from dsfw import routes
 from dsfw.input.types import go_fold
-from dsfw.routes import BUILDARGS, CHANGES, ENV, MOUNT_OPTIONS, OPTIONS, SECRET, URL
+from dsfw.routes import BUILDARGS, CHANGES, ENV, MOUNT_OPTIONS, OPTIONS, URL
 
 MARK = "<redacted>"
 # Values shorter than this are masked where they stand but not searched for in
