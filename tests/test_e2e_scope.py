@@ -60,13 +60,13 @@ def containers():
         args = ["create", "--name", name]
         for label in labels:
             args += ["--label", label]
-        direct(*args, "-v", "/tmp:/hosttmp", TEST_IMAGE, "sleep", "300")
-        names.append(name)
+        created = direct(*args, "-v", "/tmp:/hosttmp", TEST_IMAGE, "sleep", "300")
+        names.append(created.stdout.strip())  # removed by ID: tests rename them
         return name
 
     yield make
-    for name in names:
-        docker_cli(DOCKER_SOCKET, "rm", "-f", name)
+    for container_id in names:
+        docker_cli(DOCKER_SOCKET, "rm", "-f", container_id)
 
 
 @pytest.fixture
