@@ -232,7 +232,7 @@ def main(argv=None):
         log(f"wrote {args.output}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"quick": args.quick, "machine": info, "rounds": results,
+            json.dump({"quick": args.quick, "run": workloads.RUN, "machine": info, "rounds": results,
                        "summary": summaries, "goals": report.goals(summaries, policy),
                        "policy": policy}, f, indent=1)
     return 0

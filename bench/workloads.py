@@ -18,6 +18,10 @@ from targets import PeakRSS, tree_cpu_seconds, tree_fds, tree_rss_kb
 
 BASE_IMAGE = "localbusybox:latest"
 LABEL = "dsfw-bench"
+# Each run labels its containers and names its image with its own token, so two
+# runs on one dockerd (helpers, CI beside a developer) never remove each other's.
+RUN = f"{os.getpid()}-{int(time.time())}"
+RUN_LABEL = "dsfw-bench-run"
 MB = 1_000_000
 
 # A body like the docker CLI's for `docker create localbusybox:latest true`.
@@ -26,7 +30,7 @@ CREATE_BODY = {
     "AttachStdout": True, "AttachStderr": True, "Tty": False, "OpenStdin": False,
     "StdinOnce": False, "Env": ["BENCH=1"], "Cmd": ["true"], "Image": BASE_IMAGE,
     "Volumes": {}, "WorkingDir": "", "Entrypoint": None, "OnBuild": None,
-    "Labels": {LABEL: "cycle"},
+    "Labels": {LABEL: "cycle", RUN_LABEL: RUN},
     "HostConfig": {
         "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "", "Config": {}},
         "NetworkMode": "default", "PortBindings": {},
@@ -53,7 +57,7 @@ class Context:
         self.quick = quick
         self.bulk_size = (16 if quick else 200) * MB
         self.big_size = 2000 * MB
-        self.image = f"dsfw-bench-blob:{self.bulk_size // MB}m"
+        self.image = f"dsfw-bench-blob-{RUN}:{self.bulk_size // MB}m"
 
 
 # --- helpers -----------------------------------------------------------------
@@ -99,7 +103,7 @@ def _docker(ctx, method, path, body=None):
 
 
 def remove_bench_containers(ctx):
-    filters = urllib.parse.quote(json.dumps({"label": [LABEL]}))
+    filters = urllib.parse.quote(json.dumps({"label": [f"{RUN_LABEL}={RUN}"]}))
     resp = rawhttp.request(ctx.docker, "GET", f"/containers/json?all=1&filters={filters}",
                            b"", {})
     # read_response keeps only the first 64 kB: enough for the ids of a few hundred
@@ -155,7 +159,8 @@ class ListContainers(Scenario):
         # so clean-up finds them even after an interrupted run.
         for _ in range(self.containers):
             resp = _docker(ctx, "POST", "/containers/create",
-                           {"Image": BASE_IMAGE, "Cmd": ["true"], "Labels": {LABEL: "list"}})
+                           {"Image": BASE_IMAGE, "Cmd": ["true"],
+                            "Labels": {LABEL: "list", RUN_LABEL: RUN}})
             if resp.status != 201:
                 raise RuntimeError(f"container create failed: {resp.status} {resp.head[:200]}")
 

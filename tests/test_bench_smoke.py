@@ -84,9 +84,11 @@ def test_quick_run_prints_a_markdown_table_with_ratios(quick_run):
 def test_quick_run_cleans_up_its_containers_and_image(quick_run):
     if shutil.which("docker") is None:
         pytest.skip("the docker CLI is not installed")
-    containers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=dsfw-bench"],
+    _, result, _ = quick_run
+    run = result["run"]  # other runs on this dockerd have their own token
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=dsfw-bench-run={run}"],
                                 capture_output=True, text=True, check=True)
-    images = subprocess.run(["docker", "images", "-q", "dsfw-bench-blob:16m"],
+    images = subprocess.run(["docker", "images", "-q", f"dsfw-bench-blob-{run}:16m"],
                             capture_output=True, text=True, check=True)
-    assert containers.stdout.strip() == ""
+    assert run and containers.stdout.strip() == ""
     assert images.stdout.strip() == ""
