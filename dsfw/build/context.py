@@ -471,6 +471,30 @@ def _probe(rw: _Rewriter, dockerfile: str, limits: ContextLimits) -> tuple[str, 
     return path, entry
 
 
+def _refuse_large_dockerfile(rw: _Rewriter, dockerfile: str, member: tarfile.TarInfo,
+                             limits: ContextLimits) -> None:
+    """Refuse, from its header, a member over the size limit that would be the Dockerfile.
+
+    Read whole first, it would be spooled with all the context before it (up to
+    ``max_input_bytes``) for a refusal already known.  Entries are never
+    replaced, so the Dockerfile it would be stays the one; a later member
+    changing that would be refused as ambiguous once the Dockerfile is settled.
+    """
+    name = _clean_name(member.name, "entry")
+    if name in rw.entries:
+        return  # a duplicate: rw.add refuses it
+    rw.entries[name] = _Entry("file", size=member.size)  # as if added, for the resolution
+    try:
+        found = _find_dockerfile(rw, dockerfile)[0] == name
+    except BuildContextError:
+        found = False
+    finally:
+        del rw.entries[name]
+    if found:
+        raise DockerfileTooLarge(f"the Dockerfile is {member.size} bytes, more than the limit "
+                                 f"of {limits.max_dockerfile_bytes} bytes")
+
+
 def _check_settled(rw: _Rewriter, dockerfile: str, settled: tuple[str, _Entry], name: str) -> None:
     try:
         now = _find_dockerfile(rw, dockerfile)
@@ -551,6 +575,9 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
             raise CorruptContext(f"the build context tar has an unreadable header ({exc})") from None
         if member is None:
             break
+        if (settled is None and on_dockerfile is not None and member.isreg()
+                and member.size > limits.max_dockerfile_bytes):
+            _refuse_large_dockerfile(rw, dockerfile, member, limits)
         rw.add(tar, member)
         last_data_end = member.offset_data + member.size if member.isreg() else None
         if settled is not None:
