@@ -5,7 +5,7 @@ made visible to every test by ``tests/conftest.py``. Needs pytest (the test extr
 
 Fixtures
     ``dsfw_factory``  -- ``start(policy_dir=SHIPPED_POLICIES, *extra_args, target=DOCKER_SOCKET,
-                          host=None)`` starts one more dsfw and returns a :class:`DsfwProcess`;
+                          host=None, env=None)`` starts one more dsfw and returns a :class:`DsfwProcess`;
                           every process it started is killed at teardown.
     ``dsfw``          -- one dsfw with the repo's ``policies/`` in front of the real dockerd
                           (the test is failed or skipped as :data:`requires_docker` says).
@@ -220,14 +220,15 @@ class DsfwStartError(AssertionError):
 class DsfwProcess:
     """One ``twistd -n dsfw`` subprocess, its output going to a file."""
 
-    def __init__(self, args: list[str], socket_path: Path, log_path: Path):
+    def __init__(self, args: list[str], socket_path: Path, log_path: Path,
+                 env: dict[str, str] | None = None):
         self.socket = str(socket_path)
         self.args = args
         self._log_path = log_path
         self._log_file = open(log_path, "wb")
         self._proc = subprocess.Popen(TWISTD + args, stdin=subprocess.DEVNULL,
                                       stdout=self._log_file, stderr=subprocess.STDOUT,
-                                      env=subprocess_env(), cwd=str(log_path.parent))
+                                      env=subprocess_env(**(env or {})), cwd=str(log_path.parent))
         self.pid = self._proc.pid
 
     def log_text(self) -> str:
@@ -290,12 +291,15 @@ def dsfw_args(host: str | os.PathLike, policy_dir: str | os.PathLike,
 
 @pytest.fixture
 def dsfw_factory(tmp_path: Path) -> Iterator[Callable[..., DsfwProcess]]:
-    """``start(policy_dir=SHIPPED_POLICIES, *extra_args, target=..., host=..., wait=True)``."""
+    """``start(policy_dir=SHIPPED_POLICIES, *extra_args, target=..., host=..., wait=True, env=None)``.
+
+    ``env`` adds to the process's environment (``TMPDIR`` to watch where it could spool).
+    """
     started: list[DsfwProcess] = []
 
     def start(policy_dir: str | os.PathLike = SHIPPED_POLICIES, *extra: str,
               target: str | os.PathLike = DOCKER_SOCKET, host: str | os.PathLike | None = None,
-              wait: bool = True) -> DsfwProcess:
+              wait: bool = True, env: dict[str, str] | None = None) -> DsfwProcess:
         n = len(started)
         # AF_UNIX paths are limited to 107 bytes: pytest's tmp_path can be longer than that.
         if host is None:
@@ -303,7 +307,7 @@ def dsfw_factory(tmp_path: Path) -> Iterator[Callable[..., DsfwProcess]]:
             if len(os.fsencode(host)) > 100:
                 host = Path(tempfile.mkdtemp(prefix="dsfw-e2e-")) / "dsfw.sock"
         proc = DsfwProcess(dsfw_args(host, policy_dir, target, *extra), Path(host),
-                           tmp_path / f"dsfw{n}.log")
+                           tmp_path / f"dsfw{n}.log", env)
         started.append(proc)
         return proc.wait_ready() if wait else proc
 
