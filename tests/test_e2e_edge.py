@@ -266,6 +266,14 @@ def test_every_limit_answers_413_while_the_body_arrives(limited, limit):
     assert limited.alive()
 
 
+def test_an_endless_request_head_is_431_while_it_arrives(limited):
+    answer, sent = upload(limited.socket, b"GET /_ping HTTP/1.1\r\nX-Pad: ", GIB)
+    assert _status(answer) == 431, answer[:300]
+    assert "request head larger than 1048576 bytes" in _message(answer)
+    assert sent < 64 << 20, sent
+    assert limited.alive()
+
+
 @pytest.mark.parametrize("route", [e for e in STREAM_ROUTES if e.body == routes.STREAM],
                          ids=lambda e: e.template)
 def test_every_stream_route_answers_413_past_the_stream_limit(limited, cat_container, route):

@@ -273,6 +273,31 @@ class MalformedTests(Case):
         self.assertTrue(self.client.disconnecting)
         self.assertFalse(self.dockerd.connections[0].transport.connected)
 
+    def test_a_head_over_the_limit_is_431_while_it_arrives(self):
+        from dsfw.edge.http1 import MAX_HEAD
+        self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\n")
+        line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+        fed = 0
+        while not self.client.value() and fed < 2 * MAX_HEAD:  # the head never ends
+            self.channel.dataReceived(line)
+            fed += len(line)
+        out = self.client.value()
+        self.assertEqual(status_of(out), 431)
+        self.assertLessEqual(fed, MAX_HEAD + len(line))
+        self.assertIn(b"larger than %d bytes" % MAX_HEAD, out)
+        self.assertTrue(self.client.disconnecting)
+        self.assertEqual((self.engine.inputs, self.dockerd.acquired), ([], 0))
+
+    def test_too_many_header_fields_is_431(self):
+        from dsfw.edge.http1 import MAX_HEADERS
+        fields = b"".join(b"X-F%d: v\r\n" % i for i in range(MAX_HEADERS + 1))
+        self.channel.dataReceived(self.head(b"GET", b"/_ping", fields))
+        self.assertEqual(status_of(self.client.value()), 431)
+        self.make()
+        self.channel.dataReceived(self.head(b"GET", b"/_ping", fields[:fields.index(b"X-F499:")]))
+        self.dockerd.answer(OK)
+        self.assertEqual(status_of(self.client.value()), 200)
+
     def test_unknown_expectation_is_417(self):
         self.channel.dataReceived(b"GET /_ping HTTP/1.1\r\nExpect: something\r\n\r\n")
         self.assertEqual(status_of(self.client.value()), 417)

@@ -33,6 +33,10 @@ class MalformedRequest(Exception):
     """The bytes are not one unambiguous HTTP/1.x request; nothing is forwarded."""
 
 
+class HeadTooLarge(MalformedRequest):
+    """The request head passed MAX_HEAD bytes or MAX_HEADERS fields (Go answers 431)."""
+
+
 class RequestHeaders:
     """The request's headers as received, looked up case-insensitively.
 
@@ -76,7 +80,7 @@ def parse_head(raw: bytes) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes
     if version not in _VERSIONS:
         raise MalformedRequest("unsupported HTTP version")
     if len(lines) - 1 > MAX_HEADERS:
-        raise MalformedRequest("too many header fields")
+        raise HeadTooLarge(f"more than {MAX_HEADERS} header fields")
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")

@@ -31,7 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from dsfw.edge._twisted import tune_socket, write_now
-from dsfw.edge.http1 import (MAX_HEAD, MalformedRequest, RequestBody, RequestHeaders, _Collector,
+from dsfw.edge.http1 import (MAX_HEAD, HeadTooLarge, MalformedRequest, RequestBody, RequestHeaders, _Collector,
                              _framing, _tokens, parse_head)
 from dsfw.edge.memo import BytesMemo
 from dsfw.edge.peer import connection_opened
@@ -46,7 +46,7 @@ DISCARD_LIMIT = 256 << 10  # Go's maxPostHandlerReadBytes
 _REASONS = {100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
             204: b"No Content", 304: b"Not Modified", 400: b"Bad Request", 403: b"Forbidden",
             404: b"Not Found", 413: b"Request Entity Too Large",
-            417: b"Expectation Failed", 500: b"Internal Server Error", 502: b"Bad Gateway",
+            417: b"Expectation Failed", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway",
             503: b"Service Unavailable"}
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -363,6 +363,9 @@ class HTTPServerChannel(Protocol):
                     self._again = True
                 if not self._again:
                     break
+        except HeadTooLarge as e:  # refused as it arrives, as Go's server does
+            log.info("request.malformed", status=431, reason=str(e))
+            self._refuse_early(431, f"dsfw: {e}; nothing was forwarded to dockerd")
         except MalformedRequest as e:
             self._malformed(str(e))
         finally:
@@ -394,10 +397,10 @@ class HTTPServerChannel(Protocol):
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buf) > MAX_HEAD:
-                raise MalformedRequest("request head too large")
+                raise HeadTooLarge(f"request head larger than {MAX_HEAD} bytes")
             return False
         if end > MAX_HEAD:
-            raise MalformedRequest("request head too large")
+            raise HeadTooLarge(f"request head larger than {MAX_HEAD} bytes")
         raw = bytes(self._buf[:end])
         del self._buf[:end + 4]
         self._first = False
