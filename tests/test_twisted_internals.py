@@ -10,6 +10,7 @@ immediate send, which must keep Twisted's order when bytes are queued. And
 ``HalfCloseTLSProtocol``'s three overrides of ``TLSMemoryBIOProtocol``'s private
 methods, driven by a pyOpenSSL client over memory BIOs (docker exec -i over TLS).
 And a reactor started without TLS support (``start_without_tls``), in a fresh process.
+And that no other dsfw module touches a Twisted private attribute (an AST scan).
 """
 from __future__ import annotations
 
@@ -363,3 +364,83 @@ def test_reactor_runs_without_tls_support():
                           env=dict(os.environ, PYTHONPATH=repo), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ping", "[]"]
+
+
+# --- nothing else touches them ------------------------------------------------------------
+
+_TWISTED_MODULES = (
+    "twisted.internet.abstract", "twisted.internet.base", "twisted.internet.defer",
+    "twisted.internet.epollreactor", "twisted.internet.posixbase", "twisted.internet.protocol",
+    "twisted.internet.task", "twisted.internet.tcp", "twisted.internet.unix",
+    "twisted.application.service", "twisted.application.internet", "twisted.protocols.policies",
+    "twisted.protocols.tls", "twisted.web.client", "twisted.web.http", "twisted.web.http_headers",
+    "twisted.web.resource", "twisted.web.server",
+)
+
+
+def _dsfw_modules():
+    import ast
+    import importlib
+    import pathlib
+    root = pathlib.Path(dsfw.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path.name in ("_twisted.py", "__main__.py"):
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield path, importlib.import_module(name), ast.parse(path.read_text())
+
+
+def test_only_the_internals_module_touches_twisted_private_attributes():
+    """The whole class, not a list: any ``x._name`` where ``_name`` is private to a Twisted
+    class (and not a name dsfw gives its own objects), and any private name of a Twisted
+    base class used or overridden in a dsfw subclass, outside dsfw.edge._twisted."""
+    import ast
+    import importlib
+    import inspect
+    def privates_of(module) -> set[str]:  # defined on its classes or set on their instances
+        names = set()
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    targets = (item.targets if isinstance(item, ast.Assign) else
+                               [item] if isinstance(item, (ast.FunctionDef, ast.AnnAssign)) else [])
+                    names.update(getattr(t, "id", getattr(t, "name", getattr(t, "target", None)))
+                                 for t in targets)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                  and isinstance(node.value, ast.Name) and node.value.id == "self"):
+                names.add(node.attr)
+        return {n for n in names if isinstance(n, str) and n.startswith("_")
+                and not n.startswith("__")}
+    by_module = {m: privates_of(importlib.import_module(m)) for m in _TWISTED_MODULES}
+    private = set().union(*by_module.values())
+    modules = list(_dsfw_modules())
+    ours = set()  # private names dsfw defines on its own objects
+    for _, _, tree in modules:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                ours.add(node.name)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                  and isinstance(node.value, ast.Name) and node.value.id == "self"):
+                ours.add(node.attr)
+    assert {"_tempDataBuffer", "_logDateTime", "_dataReceived"} <= private  # Twisted's own
+    found = []
+    for path, module, tree in modules:
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in private - ours
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+        for cls_node in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            cls = getattr(module, cls_node.name, None)
+            if not inspect.isclass(cls):
+                continue
+            inherited = set()
+            for base in cls.__mro__[1:]:
+                if base.__module__.startswith("twisted"):
+                    inherited |= by_module.get(base.__module__) or privates_of(
+                        importlib.import_module(base.__module__))
+            for node in ast.walk(cls_node):
+                name = getattr(node, "attr", None) or getattr(node, "name", None)
+                if name in inherited:
+                    found.append(f"{path.name}:{node.lineno} {cls_node.name}.{name}")
+    assert found == []
