@@ -10,8 +10,10 @@ import shutil
 import tempfile
 
 from twisted.internet import reactor
+from twisted.internet.defer import succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactor, StringTransportWithDisconnection
+from twisted.internet.testing import (MemoryReactor, MemoryReactorClock,
+                                      StringTransportWithDisconnection)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -45,6 +47,28 @@ class RecordingSink:
 
     def failed(self, reason):
         self.failure = reason
+
+
+class ListProducer:
+    """An ``IBodyProducer`` that writes its pieces at once."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.length = sum(map(len, pieces))
+
+    def startProducing(self, consumer):
+        for piece in self.pieces:
+            consumer.write(piece)
+        return succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
 
 
 def connected() -> tuple[DockerConnection, StringTransportWithDisconnection]:
@@ -337,7 +361,7 @@ def complete_connect(memory: MemoryReactor, index: int = -1):
 
 class PoolTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = MemoryReactor()
+        self.reactor = MemoryReactorClock()
         self.pool = DockerPool(self.reactor, "/run/test-docker.sock")
 
     def acquire(self, fresh=False):
@@ -407,6 +431,43 @@ class PoolTests(SynchronousTestCase):
         self.pool.close()
         self.assertFalse(a.transport.connected or b.transport.connected)
         self.assertEqual(self.pool._idle, [])
+
+    def test_requests_of_a_busy_turn_leave_together_at_its_end(self):
+        a, b = self.acquire(), self.acquire()
+        a.send(b"GET /a HTTP/1.1\r\n\r\n", None, RecordingSink())
+        self.assertEqual(a.transport.value(), b"GET /a HTTP/1.1\r\n\r\n")  # alone: at once
+        b.send(b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n", b"{}", RecordingSink())
+        self.assertEqual(b.transport.value(), b"")  # a second in the same turn waits for its end
+        self.reactor.advance(0)
+        self.assertEqual(b.transport.value(), b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        for conn in (a, b):
+            conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            conn.transport.clear()
+        sink = self.answer(a)  # the turn after a busy one: held from the first request
+        self.assertEqual(a.transport.value(), b"")
+        self.assertEqual(sink.finished, 1)
+        self.reactor.advance(0)
+        self.assertEqual(a.transport.value(), b"GET / HTTP/1.1\r\n\r\n")
+        a.transport.clear()
+        self.answer(a)  # that turn had one request: the next one leaves at once again
+        self.assertEqual(a.transport.value(), b"GET / HTTP/1.1\r\n\r\n")
+
+    def test_streamed_body_head_written_at_once(self):
+        conn = self.acquire()
+        producer = ListProducer([b"ab", b"cd"])
+        conn.send(b"PUT /x HTTP/1.1\r\nContent-Length: 4\r\n\r\n", None, RecordingSink(),
+                  body_producer=producer)
+        self.assertEqual(conn.transport.value(), b"PUT /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd")
+
+    def test_connection_lost_before_the_turn_ends_gets_nothing(self):
+        other, conn = self.acquire(), self.acquire()
+        other.send(b"GET /a HTTP/1.1\r\n\r\n", None, RecordingSink())
+        sink = RecordingSink()
+        conn.send(b"GET /a HTTP/1.1\r\n\r\n", None, sink)
+        conn.transport.loseConnection()
+        self.reactor.advance(0)
+        self.assertEqual(conn.transport.value(), b"")
+        self.assertIsNotNone(sink.failure)
 
     def test_refused_names_socket(self):
         d = self.pool.acquire()

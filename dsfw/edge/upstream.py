@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from dsfw.edge._twisted import tune_socket, write_now
 from dsfw.edge.memo import BytesMemo
+from dsfw.edge.outbox import Outbox
 from dsfw.errors import UpstreamUnavailable
 
 MAX_RESPONSE_HEAD = 1 << 20
@@ -134,6 +135,7 @@ class DockerConnection(Protocol):
         self.reused = False
         self.on_release: Callable[["DockerConnection"], None] | None = None
         self.on_lost: Callable[["DockerConnection"], None] | None = None
+        self.outbox: Outbox | None = None  # a pool's: requests leave at the end of the turn
         self.splice_peer: Protocol | None = None
 
     def connectionMade(self) -> None:
@@ -146,7 +148,9 @@ class DockerConnection(Protocol):
              chunked: bool = False) -> None:
         """Send one request; the response goes to ``sink``.
 
-        ``body`` is written with the head in one write (small JSON bodies);
+        ``body`` is written with the head in one write (small JSON bodies),
+        held in the pool's :class:`~dsfw.edge.outbox.Outbox` until the
+        reactor's turn ends;
         ``body_producer`` (an ``IBodyProducer``) streams a spooled body or the
         client's own as it arrives, chunk-framed when ``chunked`` (its length
         is not known in advance).  A producer's failure (a limit passed, the
@@ -157,7 +161,11 @@ class DockerConnection(Protocol):
         self._head_only = head_only
         self._may_hijack = may_hijack
         self.received_any = False
-        write_now(self.transport, head + body if body else head)
+        data = head + body if body else head
+        if body_producer is None and self.outbox is not None:
+            self.outbox.write(self.transport, data)
+        else:
+            write_now(self.transport, data)
         if body_producer is not None:
             self._body_producer = body_producer
             self.transport.registerProducer(body_producer, True)
@@ -470,6 +478,7 @@ class DockerPool:
         self._idle: list[DockerConnection] = []
         self._all: set[DockerConnection] = set()
         self._max_idle = max_idle
+        self._outbox = Outbox(reactor)
 
     def acquire(self, fresh: bool = False) -> "Deferred[DockerConnection]":
         while self._idle and not fresh:
@@ -482,6 +491,7 @@ class DockerPool:
         def connected(conn: DockerConnection) -> DockerConnection:
             conn.on_release = self._release
             conn.on_lost = self._lost
+            conn.outbox = self._outbox
             self._all.add(conn)
             return conn
 
