@@ -29,6 +29,17 @@ def test_systemd_unit_verifies(tmp_path):
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
 
 
+def test_systemd_unit_sets_an_fd_limit_that_fits_the_default_connection_limit():
+    """Issue 11: the default soft limit (1024) cannot hold 512 connections and dockerd's side."""
+    from dsfw.edge.listening import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, FDS_PER_CONNECTION
+    with open(os.path.join(CONTRIB, "dsfw.service")) as f:
+        limits = [line.split("=", 1)[1] for line in f.read().splitlines()
+                  if line.startswith("LimitNOFILE=")]
+    assert len(limits) == 1, limits
+    soft, _, hard = limits[0].partition(":")
+    assert int(hard or soft) >= DEFAULT_MAX_CONNECTIONS * FDS_PER_CONNECTION + FD_RESERVE
+
+
 def test_example_config_carries_only_known_options(tmp_path):
     options = Options()
     options.parseOptions(["--config", os.path.join(CONTRIB, "dsfw.yaml")])
