@@ -217,10 +217,9 @@ def test_rewritten_tar_holds_the_reported_dockerfile(names, content, mode):
         assert tar.extractfile(ctx.dockerfile_path).read() == ctx.dockerfile == content
 
 
-@pytest.mark.skipif(not os.path.exists("/var/run/docker.sock"),
-                    reason="no dockerd at /var/run/docker.sock")
+@pytest.mark.requires_docker
 def test_dockerd_builds_from_the_reported_dockerfile():
-    docker = pytest.importorskip("docker")
+    import docker
     marker = uuid.uuid4().hex
     df = f"FROM localbusybox:latest\nRUN echo {marker}\n".encode()
     path = make_tar([entry("./sub/Dockerfile", df), entry("dockerfile", b"FROM nope\n")],

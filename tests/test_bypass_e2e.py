@@ -14,7 +14,6 @@ dsfw let through is a bypass if ``inspect`` shows ``Privileged`` or ``Binds``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,8 +23,7 @@ from dsfw.testing.e2e import DOCKER_SOCKET as DOCKER_SOCK, TEST_IMAGE as IMAGE
 from dsfw.testing.e2e import DsfwProcess, dsfw_args, policy_dir
 from tests.test_canonical_dockerd import send
 
-pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_SOCK),
-                                reason=f"needs a running dockerd at {DOCKER_SOCK}")
+pytestmark = pytest.mark.requires_docker
 
 POLICY = """package docker.authz
 

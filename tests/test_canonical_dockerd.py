@@ -25,8 +25,7 @@ from dsfw.errors import BadRequest
 DOCKER_SOCK = "/var/run/docker.sock"
 IMAGE = "localbusybox:latest"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_SOCK),
-                                reason=f"needs a running dockerd at {DOCKER_SOCK}")
+pytestmark = pytest.mark.requires_docker
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli, policy_dir, raw_request,
-                         unique_name)
+                         require_root, unique_name)
 
 pytestmark = pytest.mark.requires_docker
 
@@ -134,11 +134,8 @@ sys.stdout.write(data.decode("utf-8", "replace"))
 
 def test_the_same_request_is_allowed_for_root_and_denied_for_another_uid(dsfw_factory, tmp_path):
     """input.Peer comes from SO_PEERCRED: the kernel's word, not the client's."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as another uid")
+    require_root("a client as another uid")
     nogroup = 65534
-    if not os.path.exists("/usr/bin/python3"):
-        pytest.skip("needs a system python3 that another uid may run")
     shared = tempfile.mkdtemp(prefix="dsfw-peer-")  # a directory the other uid can reach
     os.chmod(shared, 0o755)
     proxy = dsfw_factory(policy_dir(tmp_path, {"peer.rego": PEER_POLICY}),
@@ -156,8 +153,7 @@ def test_the_same_request_is_allowed_for_root_and_denied_for_another_uid(dsfw_fa
 
 def test_shipped_policies_give_health_to_everyone_and_metrics_to_root(dsfw_factory):
     """dsfw's endpoints are decided by the policy like any request, then answered by dsfw."""
-    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
-        pytest.skip("needs root and a system python3 to run a client as another uid")
+    require_root("a client as another uid")
     nogroup = 65534
     shared = tempfile.mkdtemp(prefix="dsfw-peer-")
     os.chmod(shared, 0o755)

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from dsfw.testing.e2e import (DOCKER_SOCKET, REPO_ROOT, TEST_IMAGE, docker_cli, policy_dir,
-                         requires_docker, unique_name)
+                         require_root, requires_docker, unique_name)
 
 pytestmark = requires_docker
 
@@ -33,8 +33,7 @@ USERS = {"alice": ("dsfwe2e-alice", GROUP), "bob": ("dsfwe2e-bob", GROUP),
 
 def _ensure_users() -> dict[str, int]:
     """The test callers (created once per machine, idempotently); name -> uid."""
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"):
-        pytest.skip("needs root, useradd and runuser to run callers as other uids")
+    require_root("callers as other uids")
     for group in (GROUP, ADMINS):
         if subprocess.run(["getent", "group", group], capture_output=True).returncode:
             subprocess.run(["groupadd", group], check=True)

@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from dsfw.testing.e2e import policy_dir
+from dsfw.testing.e2e import policy_dir, require_root
 
 pytestmark = pytest.mark.requires_docker
 
@@ -57,8 +57,7 @@ def _as_nobody(channel: socket.socket, dsfw_socket: str, out: int) -> None:
 
 
 def test_a_passed_connection_is_decided_as_the_process_that_connected(dsfw_factory, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to start a process as another uid")
+    require_root("a process as another uid")
     records = tmp_path / "records"
     proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ROOT_ONLY}),
                         "--record-dir", str(records))

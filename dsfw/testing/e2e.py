@@ -14,6 +14,7 @@ Functions and values
     :class:`DsfwProcess` (``.socket``, ``.pid``, ``.log_text()``, ``.stop()``, ``.alive()``,
     ``.returncode``); :func:`docker_cli` (the real CLI on a socket); :func:`raw_request` and
     :func:`split_responses` (raw HTTP over AF_UNIX); :func:`policy_dir`; :func:`unique_name`;
+    :func:`require_root` (callers as other uids);
     :data:`TEST_IMAGE` (env ``DSFW_TEST_IMAGE``, default ``localbusybox:latest``);
     :data:`DOCKER_SOCKET`, :data:`SHIPPED_POLICIES`, :data:`REPO_ROOT`;
     :data:`TWISTD` + :func:`dsfw_args` + :func:`subprocess_env` to run twistd yourself
@@ -83,6 +84,18 @@ def require_docker() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so Docker end-to-end tests must run, but {reason}", pytrace=False)
     pytest.skip(f"Docker end-to-end test skipped: {reason}")
+
+
+def require_root(why: str) -> None:
+    """Skip a test that needs root (callers as other uids) -- or fail it when ``CI`` is set,
+    because CI runs as root and such a test skipped there would test nothing."""
+    missing = [p for p in ("useradd", "runuser") if shutil.which(p) is None]
+    if os.geteuid() == 0 and not missing and os.path.exists("/usr/bin/python3"):
+        return
+    reason = f"needs root, useradd, runuser and /usr/bin/python3 ({why})"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so this test must run, but it {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def unique_name(prefix: str = "dsfw-e2e") -> str:
