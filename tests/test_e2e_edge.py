@@ -8,14 +8,12 @@ temporary files).
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import re
 import select
 import socket
-import struct
 import subprocess
 import tarfile
 import time
@@ -311,40 +309,6 @@ def test_declared_length_over_the_stream_limit_is_refused_before_reading(limited
 
 # --- websocket attach ------------------------------------------------------------------------
 
-def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One masked client frame (RFC 6455 section 5.2)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def ws_payloads(buf: bytes) -> tuple[list[bytes], bytes]:
-    """Unmasked server frames parsed from ``buf``; (payloads, rest)."""
-    out = []
-    while len(buf) >= 2:
-        n = buf[1] & 0x7F
-        pos = 2
-        if n == 126:
-            if len(buf) < 4:
-                break
-            n, pos = struct.unpack("!H", buf[2:4])[0], 4
-        elif n == 127:
-            if len(buf) < 10:
-                break
-            n, pos = struct.unpack("!Q", buf[2:10])[0], 10
-        if len(buf) < pos + n:
-            break
-        out.append(buf[pos:pos + n])
-        buf = buf[pos + n:]
-    return out, buf
-
-
 @pytest.fixture
 def cat_container():
     name = unique_name("dsfw-e2e-ws")
@@ -357,35 +321,32 @@ def cat_container():
 
 
 def test_websocket_attach_with_a_real_client(dsfw_factory, tmp_path, cat_container):
+    """websocket-client (the library the docker SDK attaches with) over dsfw's socket."""
+    import websocket
     proc = dsfw_factory(policy_dir(tmp_path, {"authz.rego": ALLOW_ALL}))
-    key = base64.b64encode(os.urandom(16))
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(proc.socket)
-        s.sendall(b"GET /v1.41/containers/%s/attach/ws?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
-                  b"Host: docker\r\nOrigin: http://localhost\r\nConnection: Upgrade\r\n"
-                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n"
-                  % (cat_container.encode(), key))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = s.recv(65536)
-            assert data, buf
-            buf += data
-        head, _, buf = buf.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        assert b"upgrade: websocket" in head.lower()
-        s.sendall(ws_frame(b"hello through dsfw\n"))
-        seen = b""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(proc.socket)
+    ws = websocket.create_connection(
+        f"ws://docker/v1.41/containers/{cat_container}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1",
+        socket=sock, timeout=10)
+    try:
+        assert ws.getstatus() == 101
+        ws.send("hello through dsfw\n")
+        seen = ""
         deadline = time.monotonic() + 10
-        while b"hello through dsfw" not in seen and time.monotonic() < deadline:
-            payloads, buf = ws_payloads(buf)
-            seen += b"".join(payloads)
-            if b"hello through dsfw" in seen:
-                break
-            data = s.recv(65536)
-            assert data, seen
-            buf += data
-        assert b"hello through dsfw\n" in seen
+        while "hello through dsfw\n" not in seen and time.monotonic() < deadline:
+            data = ws.recv()
+            seen += data.decode() if isinstance(data, bytes) else data
+        assert "hello through dsfw\n" in seen
+        ws.send("and back again\n")  # the session stays up both ways
+        seen = ""
+        while "and back again\n" not in seen and time.monotonic() < deadline:
+            data = ws.recv()
+            seen += data.decode() if isinstance(data, bytes) else data
+        assert "and back again\n" in seen
+    finally:
+        ws.close()
 
 
 def test_websocket_upgrade_only_where_dockerd_speaks_it(dsfw_factory, tmp_path):
