@@ -317,3 +317,45 @@ def test_the_indexed_table_agrees_with_mux_s_ordered_scan(method, segments, slas
     else:
         assert route.template == doc_template(expected[0])
         assert tuple(v for _, v in route.params) == expected[1]
+
+
+def _endpoint_keys(value, depth: int = 0):
+    """Every ``(METHOD, "/path")`` pair in a module-level value, at any depth up to 4."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) \
+            and value[0] in routes.STANDARD_METHODS and isinstance(value[1], str) \
+            and value[1].startswith("/"):
+        yield value
+        return
+    if depth > 4:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _endpoint_keys(k, depth + 1)
+            yield from _endpoint_keys(v, depth + 1)
+    elif isinstance(value, (set, frozenset, tuple, list)):
+        for v in value:
+            yield from _endpoint_keys(v, depth + 1)
+
+
+def test_every_endpoint_another_module_keys_on_is_a_row_of_the_table():
+    """Side tables (query rewrites, label stamping, mounts, named objects) say what to do
+    per route template: one the table does not have never matches, and what it guards
+    (a label stamped, a mount checked) silently stops happening."""
+    import importlib
+    import pathlib
+    root = pathlib.Path(routes.__file__).parent
+    rows = {(e.method, e.template) for e in routes.ENDPOINTS}
+    seen, strays = set(), []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        if parts[-1] == "__main__" or parts[1:2] == ("testing",):
+            continue
+        module = importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        for name, value in vars(module).items():
+            for key in _endpoint_keys(value):
+                seen.add((module.__name__, name))
+                if key not in rows:
+                    strays.append((module.__name__, name, key))
+    assert strays == []
+    assert {("dsfw.scope.labels", "_BUILD"), ("dsfw.scope.mounts", "MOUNTING"),
+            ("dsfw.input.queryvalues", "_REWRITES")} <= seen  # the scan finds them
