@@ -81,16 +81,19 @@ def upload(sock: str, head: bytes, total: int, chunked: bool = False,
     """
     piece = bytes(64 << 10)
     frame = b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece
+    pending = memoryview(head + (b"%x\r\n%s\r\n" % (len(first), first) if chunked and first
+                                 else first))
+    queued = len(first)  # body bytes handed to ``pending`` so far
     sent = 0
     answer = b""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(sock)
-        s.sendall(head + (b"%x\r\n%s\r\n" % (len(first), first) if chunked and first else first))
         s.setblocking(False)
         out_open = True
         while time.monotonic() < deadline:
-            wants_write = [s] if out_open and sent < total and not answer else []
+            more = bool(pending) or queued < total
+            wants_write = [s] if out_open and more and not answer else []
             readable, writable, _ = select.select([s], wants_write, [], 0.5)
             if readable:
                 try:
@@ -109,9 +112,12 @@ def upload(sock: str, head: bytes, total: int, chunked: bool = False,
                             on_answer()
                         break
             if writable:
+                if not pending:
+                    pending, queued = memoryview(frame), queued + len(piece)
                 try:
-                    n = s.send(frame)
+                    n = s.send(pending)  # a partial send keeps the rest: framing stays whole
                     sent += n
+                    pending = pending[n:]
                 except (BrokenPipeError, ConnectionResetError):
                     out_open = False
                 except BlockingIOError:
@@ -262,6 +268,22 @@ def test_every_limit_answers_413_while_the_body_arrives(limited, limit):
     assert named in _message(answer), _message(answer)
     assert sent < 64 << 20, sent  # refused while arriving, not after 1 GB
     assert limited.alive()
+
+
+def test_max_json_body_raises_the_limit_above_16_mib(dsfw_factory, tmp_path):
+    """Issue 11: the option was capped by the body canonicalizer's own 16 MiB."""
+    env = [f"V{i}=" + "x" * 1000 for i in range(20_000)]
+    body = json.dumps({"Image": "dsfw-e2e-no-such-image", "Env": env}).encode()
+    assert len(body) > 18 << 20
+    head = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    policies = policy_dir(tmp_path, {"authz.rego": ALLOW_ALL})
+    for extra, status, named in (((), 413, "(--max-json-body)"),
+                                 (("--max-json-body", str(32 << 20)), 404, "No such image")):
+        proc = dsfw_factory(policies, *extra)
+        answer, _ = upload(proc.socket, head, 0, first=body, timeout=120)
+        assert _status(answer) == status, answer[:300]
+        assert named in _message(answer), _message(answer)
 
 
 def test_an_endless_request_head_is_431_while_it_arrives(limited):
