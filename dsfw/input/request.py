@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -125,6 +127,22 @@ def canonical_head(method: str, raw_target: bytes,
     return CanonicalRequest(method, target, headers, upgrade=upgrade, route=route)
 
 
+# Canonical serializations of recent small JSON bodies, by (method, route, API version,
+# the client's bytes): a client repeating a body (a CI job's create, the CLI's fixed
+# fields) is parsed, checked and rewritten once.  At most 64 x 16 kB of keys plus
+# their serializations; a refused body is not remembered, so it is refused every time.
+_BODY_MEMO_BYTES = 16 << 10
+_BODY_MEMO_ENTRIES = 64
+_BODIES: OrderedDict[tuple[str, str, str | None, bytes], bytes] = OrderedDict()
+
+
+def _fresh_copy(json_body: bytes) -> Any:
+    """The canonical body again, as a new value no other request shares: dsfw's own
+    serialization of it reads back as the same value (with the standard library:
+    orjson reads an integer beyond 64 bits as a float)."""
+    return json.loads(json_body)
+
+
 def with_body(req: CanonicalRequest, raw: bytes,
               max_json_body: int = DEFAULT_MAX_BODY_BYTES) -> CanonicalRequest:
     """``req`` with its JSON body as dockerd decodes it: parsed, checked, re-serialized by dsfw.
@@ -134,9 +152,19 @@ def with_body(req: CanonicalRequest, raw: bytes,
     if req.route.body != routes.JSON:
         return req
     method, target = req.method, req.target
-    body, json_body = canonical_json_body(req.route.json_schema(target.version), target.version,
-                                          raw, max_bytes=max_json_body,
-                                          what=f"{method} {target.plain_path}")
+    key = (method, req.route.template, target.version, raw)
+    json_body = _BODIES.get(key) if len(raw) <= _BODY_MEMO_BYTES <= max_json_body else None
+    if json_body is not None:
+        _BODIES.move_to_end(key)
+        body = _fresh_copy(json_body)
+    else:
+        body, json_body = canonical_json_body(req.route.json_schema(target.version),
+                                              target.version, raw, max_bytes=max_json_body,
+                                              what=f"{method} {target.plain_path}")
+        if json_body is not None and len(raw) <= _BODY_MEMO_BYTES:
+            _BODIES[key] = json_body
+            if len(_BODIES) > _BODY_MEMO_ENTRIES:
+                _BODIES.popitem(last=False)
     headers = req.headers
     if json_body is not None:
         headers = tuple(sorted([(k, v) for k, v in headers if k != "Content-Type"]
