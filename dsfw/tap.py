@@ -431,7 +431,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     metrics = Metrics()
     cache = TargetCache(options["target-cache-size"])
     watcher = EventWatcher(pool, reactor, cache)
-    scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted), engine)
+    scope = Scope(TargetResolver(pool, reactor, cache, trusted=watcher.trusted), engine,
+                  full_inputs=bool(options["record-dir"] or options["decision-log-url"]))
     decision_log = None
     if options["decision-log-url"]:
         decision_log = DecisionLog(reactor, options["decision-log-url"],

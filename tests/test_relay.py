@@ -43,6 +43,9 @@ class FakeEngine:
         return "r1"
 
     # the rest of dsfw.policy.PolicyEngine: nothing to reload, cache, close or explain
+    def input_fields(self):
+        return None  # may read anything: every object a request names is looked up
+
     def reload(self):
         return True
 

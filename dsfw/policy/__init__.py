@@ -66,6 +66,12 @@ class PolicyEngine(Protocol):
         worker process to compile and decide with (dsfw.offload); None when it cannot."""
         ...
 
+    def input_fields(self) -> "frozenset[str] | None":
+        """The top-level input fields the policy in force can read (``Target``, ``Body``...),
+        or None when it cannot tell or any may be read.  dsfw fetches the objects a
+        request names (``input.Target``...) only for a policy that can read them."""
+        ...
+
     def reload(self) -> bool:
         """Re-read what the engine depends on (SIGHUP); False keeps what is in force."""
         ...

@@ -154,6 +154,17 @@ class EmbeddedEngine:
             raise PolicyEngineError("no policy bundle has been activated yet")
         return self._policy
 
+    def input_fields(self) -> frozenset[str] | None:
+        """The top-level input fields the policy set in force can read; None when any.
+
+        A policy deciding visibility (``visible``) is shown the objects requests
+        name, as ``input.Item``: it counts as reading all of them.
+        """
+        policy = self._policy
+        if policy is None or "visible" in policy.scope_rules:
+            return None
+        return policy.input_fields
+
     def policy_sources(self) -> PolicySources | None:
         """The policy set in force as sources a body worker compiles (None before a bundle came)."""
         return self._policy.sources if self._policy is not None else None

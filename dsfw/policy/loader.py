@@ -24,6 +24,7 @@ from typing import Any
 from dsfw.policy._regorus import regorus
 
 from dsfw.policy.explain import Explainer
+from dsfw.policy.input_reads import input_fields
 
 from dsfw.policy.rego_source import (
     COMPAT_MODULE,
@@ -65,6 +66,9 @@ class LoadedPolicy:
     # found once per load by the engine, so a policy without them costs nothing.
     scope_rules: frozenset[str] = frozenset()
     deterministic: bool = False  # no built-in that looks beyond input and data
+    # The top-level input fields the modules can read (dsfw.policy.input_reads);
+    # None: any of them.
+    input_fields: frozenset[str] | None = None
     # What compile_policy was given (root, files, roots), so a body worker process
     # (dsfw.offload) compiles exactly this set under the same revision.
     sources: "PolicySources | None" = None
@@ -278,6 +282,7 @@ def compile_policy(root: str, contents: dict[str, bytes], revision: str,
                 f"data files under {root}: {describe_regorus_error(e)}", root
             ) from e
     return LoadedPolicy(engine, revision, tuple(modules), tuple(data_files),
+                        input_fields=input_fields(engine),
                         sources=PolicySources(root, tuple(contents.items()), revision,
                                               None if roots is None else tuple(roots)))
 

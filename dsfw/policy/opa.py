@@ -178,6 +178,10 @@ class OpaEngine:
         """OPA holds the policy: no body worker can compile it."""
         return None
 
+    def input_fields(self) -> None:
+        """OPA holds the policy: dsfw cannot see what it reads, so it may read anything."""
+        return None
+
     def reload(self) -> bool:
         """Re-read the token file (wire to SIGHUP with the embedded engine's reload)."""
         if not self._token_file:

@@ -28,7 +28,7 @@ MOUNTING = frozenset({
     ("POST", "/containers/{id}/exec"), ("POST", "/exec/{id}/start"),
     ("POST", "/containers/{id}/attach"), ("GET", "/containers/{id}/attach/ws"),
 })
-_MOUNT_FACTS = ("BindMounts", "SymlinkMounts", "LocalVolumes", "VolumeDrivers")
+MOUNT_FACTS = ("BindMounts", "SymlinkMounts", "LocalVolumes", "VolumeDrivers")
 
 
 async def mount_facts(resolver, target: dict[str, Any]) -> dict[str, Any]:
@@ -50,4 +50,4 @@ async def mount_facts(resolver, target: dict[str, Any]) -> dict[str, Any]:
 def with_request_facts(req, facts: dict[str, Any]) -> dict[str, Any]:
     """``facts`` added to those of ``req``'s own body (a pre-1.24 start body has some too)."""
     own = derived_facts(req)
-    return {key: own[key] + [v for v in facts[key] if v not in own[key]] for key in _MOUNT_FACTS}
+    return {key: own[key] + [v for v in facts[key] if v not in own[key]] for key in MOUNT_FACTS}

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from dsfw.scope.mounts import MOUNTING, mount_facts, with_request_facts
+from dsfw.scope.mounts import MOUNT_FACTS, MOUNTING, mount_facts, with_request_facts
 from dsfw import jsoncodec
 from dsfw.errors import DsfwError, Forbidden, PolicyEngineError, UpstreamUnavailable
 from dsfw.input.body import serialize_json_body
@@ -44,6 +44,12 @@ class ObjectMoved(DsfwError):
 
 
 _CREATES_MOUNTS = frozenset({("POST", "/containers/create")})
+
+# The input fields scoping adds; a policy that can read none of them needs no lookup.
+SCOPE_FIELDS = frozenset({"Target", "Container", "Images", "Destinations", "Volumes",
+                          *MOUNT_FACTS})
+# Refused whatever the policy reads: they act on more than one object (named.py).
+_ALWAYS_RESOLVED = frozenset({PUSH, SAVE, SAVE_ALL})
 
 
 def named_volumes(req) -> list[str]:
@@ -87,6 +93,9 @@ class ScopedRequest:
     related: dict[str, Any] = field(default_factory=dict)  # more input fields (Container, Images)
     # objects besides Target, in dockerd's order, each with its answer when hidden
     guarded: tuple[tuple[dict[str, Any], HiddenObject], ...] = ()
+    # set when nothing was looked up because the policy set of this revision cannot
+    # read what scoping adds: the decision must come from that same set
+    unresolved_under: str | None = None
 
     @property
     def fields(self) -> dict[str, Any] | None:
@@ -99,9 +108,12 @@ class ScopedRequest:
 class Scope:
     """Resolves the objects requests name, for the policy and for the relay."""
 
-    def __init__(self, resolver: TargetResolver, engine: PolicyEngine):
+    def __init__(self, resolver: TargetResolver, engine: PolicyEngine, full_inputs: bool = False):
         self.resolver = resolver
         self._engine = engine
+        # inputs are kept for later (recorded, shipped to a decision log) and then shown
+        # whole to other policies: look up what the request names whatever this one reads
+        self._full_inputs = full_inputs
         self._memo = answers.AnswerMemo()
         self._items = answers.ItemMemo(ITEM_MEMO_BYTES)
 
@@ -110,7 +122,15 @@ class Scope:
 
         ``volumes`` are its body's named volumes when the body was parsed elsewhere
         (a body worker: ``req`` is then its head); None reads them from ``req``.
+
+        Nothing is looked up when the policy in force cannot read any field scoping
+        adds (:data:`SCOPE_FIELDS`): the request goes on as it was written, which is
+        all such a policy judged.
         """
+        if volumes is None and not self._full_inputs and \
+                (req.method, req.route.template) not in _ALWAYS_RESOLVED:
+            if self._reads_no_scope():
+                return ScopedRequest(req, unresolved_under=self._engine.revision())
         scoped = await self._target_of(req, volumes)
         names = destinations(req.method, req.route.template, req.target)
         if names:
@@ -118,6 +138,10 @@ class Scope:
             held = {ref: await self.resolver.resolve("image", ref) for ref in names}
             scoped = replace(scoped, related={**scoped.related, "Destinations": held})
         return scoped
+
+    def _reads_no_scope(self) -> bool:
+        fields = self._engine.input_fields()
+        return fields is not None and not fields & SCOPE_FIELDS
 
     async def _target_of(self, req, volumes: list[str] | None) -> ScopedRequest:
         named = named_object(req.method, req.route, req.target)
@@ -252,7 +276,15 @@ class Scope:
 
     async def check_visible(self, decision: PolicyDecision, doc: dict[str, Any],
                             scoped: ScopedRequest) -> None:
-        """Raise :class:`HiddenObject` when the policy hides the named object."""
+        """Raise :class:`HiddenObject` when the policy hides the named object.
+
+        A request decided without its objects looked up must have been decided by
+        the policy set that cannot read them: a reload in between is refused.
+        """
+        if scoped.unresolved_under is not None and (
+                decision.revision != scoped.unresolved_under or not self._reads_no_scope()):
+            raise PolicyEngineError("the policy changed while this request was decided; "
+                                    "request denied, try again")
         if not decision.filters:
             return
         guarded = [(item, answer) for item, answer in scoped.guarded if item is not None]
