@@ -42,12 +42,10 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
+from dsfw.build.tario import TarSource, TarWriter
 from dsfw.errors import DsfwError
 
 _CHUNK = 64 * 1024
-# Member data is copied in large pieces: tarfile's 16 kB default made the
-# rewrite a third of a build upload's time.
-_COPY_BUFSIZE = 1024 * 1024
 _BLOCK = tarfile.BLOCKSIZE
 _TAIL_KEEP = 1024 * 1024
 _MAX_SYMLINK_HOPS = 255  # as moby's FollowSymlinkInScope
@@ -258,14 +256,13 @@ def _clean_name(name: str, what: str) -> str:
 class _Rewriter:
     """One pass over the source tar, writing the canonical tar as it goes."""
 
-    def __init__(self, dst: BinaryIO, limits: ContextLimits):
+    def __init__(self, source: TarSource, dst: BinaryIO, limits: ContextLimits):
+        self.source = source
         self.limits = limits
         self.entries: dict[str, _Entry] = {}
         self.implicit_dirs: set[str] = set()
         self.content_bytes = 0
-        self.out = tarfile.TarFile(fileobj=dst, mode="w", format=tarfile.PAX_FORMAT,
-                                   encoding="utf-8", errors="surrogateescape",
-                                   copybufsize=_COPY_BUFSIZE)
+        self.out = TarWriter(dst)
 
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if set(tar.pax_headers) - {"comment"}:
@@ -295,10 +292,10 @@ class _Rewriter:
             self._add_hardlink(info, name, member.linkname)
         elif kind == "dir":
             info.type = tarfile.DIRTYPE
-            self.out.addfile(info)
+            self.out.header(info)
             self.entries[name] = _Entry("dir")
         else:
-            self._add_file(tar, member, info, name)
+            self._add_file(member, info, name)
 
     @staticmethod
     def _kind(member: tarfile.TarInfo) -> str:
@@ -338,7 +335,7 @@ class _Rewriter:
             raise ForbiddenPath(f"the symlink {name!r} -> {target!r} points outside the "
                                 "build context")
         info.type, info.linkname = tarfile.SYMTYPE, target
-        self.out.addfile(info)
+        self.out.header(info)
         self.entries[name] = _Entry("symlink", linkname=target)
 
     def _add_hardlink(self, info: tarfile.TarInfo, name: str, target: str) -> None:
@@ -350,21 +347,23 @@ class _Rewriter:
             raise AmbiguousContext(f"the hard link {name!r} refers to {target!r}, which is not "
                                    "an earlier regular file in the context")
         info.type, info.linkname = tarfile.LNKTYPE, cleaned
-        self.out.addfile(info)
+        self.out.header(info)
         self.entries[name] = _Entry("hardlink", linkname=cleaned,
                                     data_offset=entry.data_offset, size=entry.size,
                                     header_offset=entry.header_offset)
 
-    def _add_file(self, tar, member, info, name) -> None:
+    def _add_file(self, member, info, name) -> None:
         info.type, info.size = tarfile.REGTYPE, member.size
         header_offset = self.out.offset
-        data = tar.extractfile(member)
-        try:
-            self.out.addfile(info, data)
-        except tarfile.TarError as exc:
-            raise CorruptContext(f"the build context is truncated or corrupt ({exc})") from None
-        padded = -(-member.size // _BLOCK) * _BLOCK
-        self.entries[name] = _Entry("file", data_offset=self.out.offset - padded,
+        self.out.header(info)
+        data_offset = self.out.offset
+        # tarfile left the source at the member's data (its headers read, nothing more)
+        if (self.source.tell() != member.offset_data
+                or self.source.copy(member.size, self.out.data) != member.size):
+            raise CorruptContext("the build context is truncated or corrupt "
+                                 "(unexpected end of data)")
+        self.out.pad()
+        self.entries[name] = _Entry("file", data_offset=data_offset,
                                     size=member.size, header_offset=header_offset)
         self.content_bytes += member.size
 
@@ -447,7 +446,7 @@ class _Output:
         self._start = spool.tell()
 
     def tell(self) -> int:
-        return self._start  # tarfile asks once, at the start; it counts from there
+        return self._start  # the writer asks once, at the start; it counts from there
 
     def write(self, data) -> int:
         return self.target.write(data)
@@ -549,13 +548,16 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
                        f"the build context unpacks to more than {limits.max_total_bytes} bytes",
                        errors=_DECODE_ERRORS)
     output = _Output(dst)
-    rw = _Rewriter(output, limits)
+    source = TarSource(decoded)
+    rw = _Rewriter(source, output, limits)
     settled: tuple[str, _Entry] | None = None
     last_data_end = None
     try:
-        tar = tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", bufsize=_COPY_BUFSIZE,
-                           errors="surrogateescape",
-                           tarinfo=_make_bounded_tarinfo(limits.max_header_bytes))
+        # Headers are tarfile's, read as from a stream ("r|"); member data is moved by
+        # the rewriter (dsfw.build.tario).
+        tar = tarfile.TarFile(fileobj=source, mode="r", encoding="utf-8",
+                              errors="surrogateescape",
+                              tarinfo=_make_bounded_tarinfo(limits.max_header_bytes))
     except tarfile.TarError as exc:
         raise CorruptContext(f"the build context is not a tar archive ({exc})") from None
     while True:
