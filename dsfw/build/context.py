@@ -187,6 +187,15 @@ class _Counted:
                 self._kept -= len(self._chunks.popleft())
         return data
 
+    def room(self, size: int) -> bool:
+        return self.count + size <= self._limit
+
+    def went_around(self, size: int) -> None:
+        """``size`` bytes were passed on without being read here: count them, forget the tail."""
+        self.count += size
+        self._chunks.clear()
+        self._kept = 0
+
 
 class _Prefixed:
     """Give back bytes already read for magic detection, then the rest."""
@@ -194,6 +203,10 @@ class _Prefixed:
     def __init__(self, head: bytes, raw):
         self._head = head
         self._raw = raw
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._head)
 
     def read(self, size: int = -1) -> bytes:
         if self._head:
@@ -258,6 +271,7 @@ class _Rewriter:
 
     def __init__(self, source: TarSource, dst: BinaryIO, limits: ContextLimits):
         self.source = source
+        self.bypass: Callable[[int], int | None] | None = None
         self.limits = limits
         self.entries: dict[str, _Entry] = {}
         self.implicit_dirs: set[str] = set()
@@ -359,13 +373,19 @@ class _Rewriter:
         data_offset = self.out.offset
         # tarfile left the source at the member's data (its headers read, nothing more)
         if (self.source.tell() != member.offset_data
-                or self.source.copy(member.size, self.out.data) != member.size):
+                or self.source.copy(member.size, self.out.data, self._bypass) != member.size):
             raise CorruptContext("the build context is truncated or corrupt "
                                  "(unexpected end of data)")
         self.out.pad()
         self.entries[name] = _Entry("file", data_offset=data_offset,
                                     size=member.size, header_offset=header_offset)
         self.content_bytes += member.size
+
+    def _bypass(self, size: int) -> int | None:
+        went = self.bypass(size) if self.bypass is not None else None
+        if went is not None:
+            self.out.sent_around(went)
+        return went
 
 
 def _check_end(tar: tarfile.TarFile, decoded: _Counted) -> None:
@@ -520,8 +540,8 @@ def _context_of(rw: _Rewriter, dst: BinaryIO, path: str, entry: _Entry, compress
 
 def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile",
                     limits: ContextLimits = ContextLimits(),
-                    on_dockerfile: Callable[[BuildContext], BinaryIO] | None = None
-                    ) -> BuildContext:
+                    on_dockerfile: Callable[[BuildContext], BinaryIO] | None = None,
+                    bypass: Callable[[int], int] | None = None) -> BuildContext:
     """Read the context from ``src``, write the canonical tar to ``dst``.
 
     ``dst`` must be readable and seekable as well (``tempfile.TemporaryFile()``
@@ -538,18 +558,35 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
     is never called (no Dockerfile found), everything is in ``dst`` as without
     it.  When it was called, the returned context only sums up the whole
     stream (``dockerfile`` empty: ``on_dockerfile`` had it).
+
+    ``bypass(n)``, when given, sends the next ``n`` bytes of ``src`` to the
+    writer ``on_dockerfile`` returned, around this thread, and returns how
+    many there were (fewer only at the end of ``src``).  It is used for the
+    contents of large files of a plain tar once that writer is in use: they
+    need no rewriting, and bytes counted against the limits.
     """
     raw = _Counted(src, limits.max_input_bytes,
                    f"the build context is larger than {limits.max_input_bytes} bytes")
     head = raw.read(16)
     compression = _detect(head)
-    decoded = _Counted(_decompressor(_Prefixed(head, raw), compression),
+    prefixed = _Prefixed(head, raw)
+    decoded = _Counted(_decompressor(prefixed, compression),
                        limits.max_total_bytes,
                        f"the build context unpacks to more than {limits.max_total_bytes} bytes",
                        errors=_DECODE_ERRORS)
     output = _Output(dst)
     source = TarSource(decoded)
     rw = _Rewriter(source, output, limits)
+
+    def around(size: int) -> int | None:
+        if (settled is None or compression != "none" or prefixed.pending
+                or not raw.room(size) or not decoded.room(size)):
+            return None
+        went = bypass(size)
+        raw.went_around(went)
+        decoded.went_around(went)
+        return went
+
     settled: tuple[str, _Entry] | None = None
     last_data_end = None
     try:
@@ -590,6 +627,8 @@ def rewrite_context(src: BinaryIO, dst: BinaryIO, dockerfile: str = "Dockerfile"
                 dst.flush()
                 output.target = on_dockerfile(_context_of(rw, dst, *settled, compression,
                                                           rw.out.offset))
+                if bypass is not None:
+                    rw.bypass = around
     if last_data_end != "clean":
         _check_end(tar, decoded)
     if settled is not None:

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Awaitable, BinaryIO, Callable
+from typing import Any, Awaitable, BinaryIO, Callable, Protocol
 
 import structlog
 from twisted.internet.defer import Deferred
@@ -38,6 +38,15 @@ from dsfw.input.request import CanonicalRequest
 log = structlog.get_logger("dsfw")
 
 _PREFIX_PIECE = 1 << 20
+
+
+class ClientContext(Protocol):
+    """The client's build context as it arrives (:class:`dsfw.edge.feed.BodyFeed`)."""
+
+    def read(self, size: int = -1) -> bytes: ...
+
+    def bypass(self, size: int, sink: ContextStream) -> int:
+        """Send the next ``size`` bytes to ``sink`` from the reactor; how many there were."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,7 @@ class BuildGate:
             _uninspected(self._options.allow_buildkit, "BuildKit session", _BUILDKIT_REFUSED, bound)
 
     async def prepare(self, req: CanonicalRequest,
-                      open_content: Callable[[], Awaitable[BinaryIO]] | None,
+                      open_content: Callable[[], Awaitable[ClientContext]] | None,
                       bound) -> PreparedBuild:
         """Decide what is sent for a build; ``open_content()`` starts reading the client's context.
 
@@ -160,8 +169,10 @@ class BuildGate:
         go once through the rewrite.  Only the prefix up to the settled
         Dockerfile is spooled; the prepared build then holds a
         :class:`ContextStream` that the relay sends while the rest is
-        rewritten.  Without a settled Dockerfile before the end, the whole
-        canonical tar is in the spool before anything is decided, as before.
+        rewritten (the contents of large files of a plain tar go from the
+        client's reads to that stream on the reactor, around the thread).
+        Without a settled Dockerfile before the end, the whole canonical tar
+        is in the spool before anything is decided, as before.
         """
         if req.target.param("remote"):
             _uninspected(self._options.allow_remote_context, "remote context", _REMOTE_REFUSED,
@@ -191,7 +202,8 @@ class BuildGate:
             return stream
 
         rewrite = deferToThreadPool(self._reactor, self._threadpool, rewrite_context, content,
-                                    out, dockerfile, self._options.limits, on_dockerfile)
+                                    out, dockerfile, self._options.limits, on_dockerfile,
+                                    lambda size: content.bypass(size, stream))
         try:
             first = await _first(settled, rewrite)
         except BaseException:

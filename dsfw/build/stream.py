@@ -9,6 +9,10 @@ fills) is paused until dockerd takes more.  If the rewrite refuses the context
 half-way, :meth:`ContextStream.fail` fails the producer: the upstream request
 is aborted before its last chunk, dockerd's untar sees a cut body and builds
 nothing (docs/builds.md).
+
+The contents of a large file need no rewriting; the rewrite has the reactor
+send them here straight from the client's reads (:meth:`ContextStream.put`,
+:meth:`dsfw.edge.feed.BodyFeed.bypass`), in order after what the thread wrote.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class ContextStream:
         self._paused = False
         self._eof = False
         self._error: BaseException | None = None
+        self._drained = None  # called once there is room again (a paused bypass)
 
     # -- worker thread side ----------------------------------------------------
 
@@ -68,6 +73,23 @@ class ContextStream:
         pass
 
     # -- reactor side ------------------------------------------------------------
+
+    def put(self, data: bytes) -> bool:
+        """Take ``data`` on the reactor, after what waits; False once ``high`` bytes wait."""
+        with self._cond:
+            if self._closed is not None:
+                raise self._closed
+            direct = not self._chunks and self._consumer is not None and not self._paused
+            if not direct:
+                self._chunks.append(data)
+                self._size += len(data)
+                return self._size < self._high
+        self._consumer.write(data)
+        return True
+
+    def when_drained(self, callback) -> None:
+        self._drained = callback
+        self._deliver()
 
     def startProducing(self, consumer) -> Deferred:
         if self._error is not None:
@@ -124,6 +146,9 @@ class ContextStream:
                 self._size -= len(data)
                 self._cond.notify_all()
             self._consumer.write(data)
+        if self._drained is not None and self._size < self._high // 2 and not self._paused:
+            drained, self._drained = self._drained, None
+            drained()
         if self._eof and self._consumer is not None and not self._chunks:
             done, self._done, self._consumer = self._done, None, None
             done.callback(None)

@@ -27,6 +27,8 @@ _RECORD = tarfile.RECORDSIZE
 # of up to _PIECE.  Both bound what is held here.
 READ_AHEAD = 256 * 1024
 _PIECE = 1024 * 1024
+# Member data left to copy from which a bypass (data sent around the thread) pays.
+BYPASS_FROM = 256 * 1024
 
 
 class TarSource:
@@ -83,8 +85,14 @@ class TarSource:
                 break
         return self._pos
 
-    def copy(self, size: int, write: Callable[[bytes], object]) -> int:
-        """Hand the next ``size`` bytes to ``write`` as they come; how many there were."""
+    def copy(self, size: int, write: Callable[[bytes], object],
+             bypass: Callable[[int], int | None] | None = None) -> int:
+        """Hand the next ``size`` bytes to ``write`` as they come; how many there were.
+
+        ``bypass(n)``, when given, may take what is left of a large copy once
+        nothing is buffered here: it returns how many bytes went around
+        (fewer at the end of the input), or None to decline.
+        """
         left = size
         if self._at < len(self._buf) and left:
             take = min(len(self._buf) - self._at, left)
@@ -95,6 +103,11 @@ class TarSource:
             self._pos += take
             left -= take
             write(piece)
+        if bypass is not None and left >= BYPASS_FROM:
+            went = bypass(left)
+            if went is not None:
+                self._pos += went
+                return size - left + went
         while left:
             piece = self._raw.read(min(left, _PIECE))
             if not piece:
@@ -127,6 +140,10 @@ class TarWriter:
     def data(self, piece: bytes) -> None:
         self._dst.write(piece)
         self.offset += len(piece)
+
+    def sent_around(self, size: int) -> None:
+        """``size`` bytes of data reached ``dst``'s reader without passing here."""
+        self.offset += size
 
     def pad(self) -> None:
         """Fill the last data block with zeros."""

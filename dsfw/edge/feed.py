@@ -6,11 +6,20 @@ on a worker thread; the reactor must not store the client's bytes first.
 read from the client, the thread ``read``s them, and at most ``high`` bytes
 wait in between -- beyond that the client is paused until the thread catches
 up.  So the only copy of a context dsfw keeps is the rewritten one.
+
+Where the thread has nothing to look at (the contents of a large file in a
+plain tar), it hands the next bytes back to the reactor: :meth:`BodyFeed.bypass`
+sends them from the client's reads straight into a :class:`BypassSink` (the
+canonical context's stream to dockerd) while the thread waits, so most of an
+upload crosses dsfw without a thread hop (docs/benchmarks.md, "Build uploads").
+Backpressure then runs from the sink: full, it pauses the client; drained,
+it resumes it.
 """
 from __future__ import annotations
 
 import collections
 import threading
+from typing import Callable, Protocol
 
 from twisted.python.failure import Failure
 
@@ -21,6 +30,16 @@ class FeedClosed(DsfwError):
     """The request ended (refused, client gone) while the thread was reading."""
 
     status = 400
+
+
+class BypassSink(Protocol):
+    """Where bypassed bytes go, on the reactor thread."""
+
+    def put(self, data: bytes) -> bool:
+        """Take ``data``; False once full (raise when closed)."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once (on the reactor) when there is room again."""
 
 
 class BodyFeed:
@@ -37,6 +56,11 @@ class BodyFeed:
         self._eof = False
         self._error: BaseException | None = None
         self._paused = False
+        # bypass: bytes still to send around the thread, where, and whether the reactor started
+        self._bypass_left = 0
+        self._bypass_sink: BypassSink | None = None
+        self._bypassing = False
+        self._bypass_started = False
 
     def start(self) -> "BodyFeed":
         """Start reading the body (on the reactor thread)."""
@@ -46,6 +70,15 @@ class BodyFeed:
     # -- reactor side ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self._bypassing:
+            take = self._bypass_left
+            if take < len(data):
+                data, rest = data[:take], data[take:]
+                self._pass(data)
+                self.write(rest)
+            else:
+                self._pass(data)
+            return
         with self._cond:
             if self._error is not None:
                 return
@@ -87,7 +120,77 @@ class BodyFeed:
             self._paused = False
         self._producer.resumeProducing()
 
+    def _start_bypass(self) -> None:
+        """The thread asked for a bypass: what waits goes first, then what arrives."""
+        with self._cond:
+            if self._error is not None or self._bypass_sink is None:
+                return
+            taken = []
+            left = self._bypass_left
+            while self._chunks and left:
+                data = self._chunks.popleft()
+                if len(data) > left:
+                    data, rest = data[:left], data[left:]
+                    self._chunks.appendleft(rest)
+                taken.append(data)
+                left -= len(data)
+                self._size -= len(data)
+            self._bypassing = left > 0
+            self._bypass_started = True
+            self._cond.notify()  # the body may have ended already
+        for data in taken:
+            self._pass(data)
+        if self._bypassing and self._size < self._low:
+            self._resume()  # the queue is gone; only the sink holds the client now
+
+    def _pass(self, data: bytes) -> None:
+        sink = self._bypass_sink
+        try:
+            room = sink.put(data)
+        except Exception as e:  # the sink closed (dockerd gone, request over)
+            with self._cond:
+                self._bypassing = False
+                if self._error is None:
+                    self._error = e
+                self._cond.notify()
+            return
+        with self._cond:
+            self._bypass_left -= len(data)
+            if not self._bypass_left:
+                self._bypassing = False
+                self._bypass_sink = None
+                self._cond.notify()
+            pause = not room and not self._paused
+            if pause:
+                self._paused = True
+        if pause:
+            self._producer.pauseProducing()
+            sink.when_drained(self._resume)
+
     # -- worker thread side ---------------------------------------------------------
+
+    def bypass(self, size: int, sink: BypassSink) -> int:
+        """Send the next ``size`` bytes of the body to ``sink`` from the reactor; how many went.
+
+        Blocks until they went, the body ended (fewer) or the request failed (raises).
+        """
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            self._bypass_left = size
+            self._bypass_sink = sink
+        self._reactor.callFromThread(self._start_bypass)
+        with self._cond:
+            while self._error is None and self._bypass_left and not (
+                    self._eof and self._bypass_started):
+                self._cond.wait()
+            left = self._bypass_left
+            self._bypass_left = 0
+            self._bypass_sink = None
+            self._bypassing = self._bypass_started = False
+            if self._error is not None:
+                raise self._error
+        return size - left
 
     def read(self, size: int = -1) -> bytes:
         with self._cond:
