@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_relay import FakeEngine, client, firewall  # noqa: E402
@@ -338,3 +340,23 @@ class HeadMemoTests(Case):
             self.channel.dataReceived(self.head(b"GET", b"/containers/c%d/json" % i))
             self.dockerd.answer(OK)
         self.assertLessEqual(len(memo), memo.max_entries)
+
+
+class LostCallbackTests(Case):
+    """``notify_lost``: told when the client goes away mid-answer, never after the answer."""
+
+    def test_called_when_the_client_goes_away_before_the_answer(self):
+        self.channel.dataReceived(self.head(b"POST", b"/containers/x/wait"))
+        seen = []
+        self.channel._current.notify_lost(seen.append)
+        self.channel.connectionLost(Failure(ConnectionLost("gone")))
+        self.assertEqual([f.type for f in seen], [ConnectionLost])
+
+    def test_not_called_once_the_answer_is_finished(self):
+        self.channel.dataReceived(self.head(b"GET", b"/_ping"))
+        seen = []
+        self.channel._current.notify_lost(seen.append)
+        self.dockerd.answer(OK)
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\nOK"))
+        self.channel.connectionLost(Failure(ConnectionLost("gone")))
+        self.assertEqual(seen, [])

@@ -59,7 +59,7 @@ class _RequestSink:
         self._started = False
         self._client_gone = False
         self._on_hijack_close = on_hijack_close
-        request.notifyFinish().addErrback(self._client_lost)
+        request.notify_lost(self._client_lost)
 
     def head_received(self, head: ResponseHead) -> None:
         if self._client_gone:

@@ -119,7 +119,7 @@ class FirewallResource(Resource):
 
     def render(self, request):
         d = ensureDeferred(self._handle(request))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        request.notify_lost(lambda _: d.cancel())
         return NOT_DONE_YET
 
     def _abort_request(self, request) -> Callable[[], None]:

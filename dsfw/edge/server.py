@@ -81,6 +81,7 @@ class ServerRequest:
         self._no_body = False
         self._producer = None
         self._finish_waiters: list[Deferred] = []
+        self._lost_callbacks: list = []
         self._response_headers = None
         self._held = b""  # a response head waiting for the body that follows it
         self.raw_head: bytes | None = None  # request line and headers as received
@@ -200,6 +201,7 @@ class ServerRequest:
             write_now(self.channel.transport, held)
         self.finished = True
         self.unregisterProducer()
+        self._lost_callbacks = []
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.callback(None)
@@ -214,6 +216,14 @@ class ServerRequest:
         else:
             self._finish_waiters.append(d)
         return d
+
+    def notify_lost(self, callback) -> None:
+        """``callback(reason)`` when the client goes away before the answer is finished.
+
+        What ``notifyFinish().addErrback(callback)`` gives, without a
+        Deferred made and fired for every request that ends well.
+        """
+        self._lost_callbacks.append(callback)
 
     def registerProducer(self, producer, streaming: bool) -> None:
         self._producer = producer
@@ -236,6 +246,9 @@ class ServerRequest:
         self._producer = None
         if not self.body.complete:
             self.body.fail(ConnectionDone("the client closed the connection"))
+        callbacks, self._lost_callbacks = self._lost_callbacks, []
+        for callback in callbacks:
+            callback(reason)
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.errback(reason)

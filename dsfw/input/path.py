@@ -15,6 +15,7 @@ real dockerd (tests/test_canonical_dockerd.py).
 """
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_to_bytes
 from dataclasses import dataclass
@@ -49,21 +50,34 @@ class CanonicalTarget:
     plain_path: str
     query: tuple[tuple[str, str], ...]
 
-    @property
+    # The encodings below are computed once per target: a canonical request is
+    # remembered by its head's bytes (dsfw.edge.resource), so a client polling
+    # the same request reuses them (cached_property writes the instance's
+    # __dict__, which a frozen dataclass allows).
+
+    @functools.cached_property
     def raw_query(self) -> str:
         """The query re-encoded so Go's ``ParseQuery`` gives back exactly ``query``."""
         return "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in self.query)
 
-    def policy_path(self) -> str:
-        """The original's ``Path`` field: path + ``?`` + query, always with ``?``."""
+    @functools.cached_property
+    def _policy_path(self) -> str:
         return self.path + "?" + self.raw_query
 
-    def forward_target(self) -> bytes:
-        """The request target dsfw sends to dockerd (re-encoded canonical form)."""
+    @functools.cached_property
+    def _forward_target(self) -> bytes:
         target = quote(self.path, safe="/:@!$&'()*+,;=-._~")
         if self.query:
             target += "?" + self.raw_query
         return target.encode("ascii")
+
+    def policy_path(self) -> str:
+        """The original's ``Path`` field: path + ``?`` + query, always with ``?``."""
+        return self._policy_path
+
+    def forward_target(self) -> bytes:
+        """The request target dsfw sends to dockerd (re-encoded canonical form)."""
+        return self._forward_target
 
     def query_dict(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
