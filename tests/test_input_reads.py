@@ -192,3 +192,38 @@ class ScopeSkipsWhatThePolicyCannotReadTests(SynchronousTestCase):
         self.assertNotIn(b"/json", self.sent())
         self.assertEqual(self.engine.input_fields() & SCOPE_FIELDS, frozenset())
         self.assertIn(b"DELETE /v1.41/containers/%s?force=1 " % CID.encode(), self.sent())
+
+
+class EngineSeesWhatThePolicyReadsTests(SynchronousTestCase):
+    """regorus is handed the fields the policy can read; decisions are remembered by them."""
+
+    def engine(self, rules: str) -> EmbeddedEngine:
+        path = self.mktemp()
+        os.makedirs(path)
+        write(os.path.join(path, "authz.rego"), "package docker.authz\nimport rego.v1\n" + rules)
+        return EmbeddedEngine(path)
+
+    def test_inputs_differing_only_in_unread_fields_share_a_decision(self):
+        engine = self.engine('allow if input.Method == "GET"\n')
+        first = engine.evaluate("docker.authz", {"Method": "GET", "Path": "/a", "Target": {"ID": "1"}})
+        again = engine.evaluate("docker.authz", {"Method": "GET", "Path": "/b", "Target": {"ID": "2"}})
+        self.assertTrue(first.allowed and again.allowed)
+        self.assertEqual(engine.cache_stats()["hits"], 1)
+        self.assertFalse(engine.evaluate("docker.authz", {"Method": "POST", "Path": "/a"}).allowed)
+
+    def test_a_policy_that_reads_the_whole_input_sees_all_of_it(self):
+        engine = self.engine('allow if count(input) == 3\n')
+        self.assertTrue(engine.evaluate("docker.authz", {"Method": "GET", "Path": "/a", "X": 1}).allowed)
+        self.assertFalse(engine.evaluate("docker.authz", {"Method": "GET", "Path": "/a"}).allowed)
+
+    def test_a_field_read_anywhere_reaches_every_rule(self):
+        engine = self.engine('allow if input.Method == "GET"\n'
+                             'deny contains "no" if data.docker.authz.helper\n'
+                             'helper if input.Body.Privileged\n')
+        decision = engine.evaluate("docker.authz", {"Method": "GET", "Body": {"Privileged": True}})
+        self.assertEqual(decision.reasons, ("no",))
+
+    def test_a_denial_is_explained_from_the_fields_read(self):
+        engine = self.engine('allow if input.Method == "GET"\n')
+        decision = engine.evaluate("docker.authz", {"Method": "PUT", "Path": "/a"})
+        self.assertIn("input.Method", decision.message())

@@ -280,7 +280,14 @@ class DecisionTests(EmbeddedTestCase):
 
     def test_unencodable_input_fails(self):
         e = self.engine({"authz.rego": V1_AUTHZ})
-        self.decide_fails(e, {"x": object()})
+        self.decide_fails(e, {"Body": {"x": object()}})
+        self.decide_fails(e, {"Path": "/x", "Body": {"HostConfig": {1j: True}}})
+
+    def test_fields_no_rule_reads_are_not_handed_over(self):
+        e = self.engine({"authz.rego": V1_AUTHZ})  # reads Path and Body only
+        self.assertTrue(self.decide(e, {"Path": "/x", "Other": object()}).allowed)
+        e = self.engine({"authz.rego": V1_AUTHZ + "allow if count(input) > 5\n"})  # reads all
+        self.decide_fails(e, {"Path": "/x", "Other": object()})
 
     def test_deprecated_builtins_in_a_v0_policy(self):
         e = self.engine({"authz.rego": (

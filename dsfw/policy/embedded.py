@@ -215,9 +215,18 @@ class EmbeddedEngine:
         return self.reload()
 
     def evaluate(self, package: str, input_doc: dict[str, Any]) -> PolicyDecision:
-        """Decide synchronously; raises PolicyEngineError on evaluation errors."""
+        """Decide synchronously; raises PolicyEngineError on evaluation errors.
+
+        regorus is handed only the top-level fields the policy set can read
+        (:mod:`dsfw.policy.input_reads`), and decisions are remembered by those:
+        parsing fields no rule can reach cost a decision most of its input
+        hand-over, and two inputs that differ only there are decided alike.
+        """
         check_package(package)
         policy, cache = self._active(), self._cache
+        fields = policy.input_fields
+        if fields is not None:
+            input_doc = {k: v for k, v in input_doc.items() if k in fields}
         try:
             input_json = jsoncodec.dumps_input(input_doc)
         except (TypeError, ValueError) as e:
