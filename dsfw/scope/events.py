@@ -9,13 +9,12 @@ while it was down are lost.
 """
 from __future__ import annotations
 
-import json
-
 import structlog
 from twisted.application.service import Service
 from twisted.internet.defer import ensureDeferred
 from twisted.python.failure import Failure
 
+from dsfw import jsoncodec
 from dsfw.edge.upstream import DockerPool, ResponseHead
 from dsfw.scope.cache import TargetCache
 
@@ -124,7 +123,7 @@ class EventWatcher(Service):
 
     def _event(self, line: bytes) -> None:
         try:
-            event = json.loads(line)
+            event = jsoncodec.loads(line)
             kind = event.get("Type") or ""
             action = event.get("Action") or ""
             actor = event.get("Actor") or {}
