@@ -21,7 +21,7 @@ from dsfw.ops.decisionlog import DEFAULT_BUFFER_BYTES, DecisionLog
 from dsfw.ops.heap import heap_trimmer
 from dsfw.ops.metrics import Metrics
 from dsfw.build.context import ContextLimits
-from dsfw.build.gate import BuildGate, BuildOptions
+from dsfw.build.gate import DEFAULT_MAX_SPOOL, BuildGate, BuildOptions
 from dsfw.edge._twisted import start_without_tls
 from dsfw.edge.hosts import HostSyntaxError, ListenAddress, TlsFiles, parse_host
 from dsfw.edge.listening import (DEFAULT_MAX_CONNECTIONS, ConnectionLimit,
@@ -150,6 +150,9 @@ class Options(usage.Options):
          "(413 beyond, while it arrives).", _positive(int)],
         ["max-context-size", None, ContextLimits.max_input_bytes,
          "Largest build context accepted, in bytes.", _positive(int)],
+        ["max-build-spool", None, DEFAULT_MAX_SPOOL,
+         "Bytes all builds together may keep on disk while their Dockerfile is not yet "
+         "in (503 beyond).", _positive(int)],
         ["policy-reload-interval", None, DEFAULT_INTERVAL,
          "Seconds between checks of the policy directory for changes.", _positive(float)],
         ["opa-url", None, None,
@@ -427,7 +430,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     limits = ContextLimits(max_input_bytes=options["max-context-size"])
     gate = BuildGate(reactor, reactor.getThreadPool(), BuildOptions(
         allow_buildkit=bool(options["allow-buildkit"]),
-        allow_remote_context=bool(options["allow-remote-context"]), limits=limits))
+        allow_remote_context=bool(options["allow-remote-context"]), limits=limits,
+        max_spool_bytes=options["max-build-spool"]))
     metrics = Metrics()
     cache = TargetCache(options["target-cache-size"])
     watcher = EventWatcher(pool, reactor, cache)

@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from dsfw.testing.e2e import (DOCKER_SOCKET, TEST_IMAGE, docker_cli, requires_docker,
-                              unique_name)
+from dsfw.testing.e2e import (DOCKER_SOCKET, SHIPPED_POLICIES, TEST_IMAGE, docker_cli,
+                              requires_docker, unique_name)
 from tests.test_e2e_build import BUILD_TIMEOUT, builds, image_exists  # noqa: F401 (fixture)
 
 pytestmark = requires_docker
@@ -171,3 +171,24 @@ def test_cli_dockerignore_listing_the_dockerfile_builds_the_judged_one(dsfw, bui
                       "RUN test -e /ctx/keep && test ! -e /ctx/Dockerfile\n",
         ".dockerignore": "Dockerfile\n", "keep": "x"})
     assert image_exists(tag)
+
+
+def test_contexts_waiting_for_their_dockerfile_share_a_bounded_spool(dsfw_factory, builds):
+    """A context spooled until its (late) Dockerfile counts against --max-build-spool: beyond
+    it, 503 while it arrives; the place is given back, and a settled build streams on."""
+    from tests.test_e2e_edge import _message, _status, upload
+    proxy = dsfw_factory(SHIPPED_POLICIES, "--max-build-spool", str(8 << 20))
+    head = (f"POST /v1.41/build?t={builds.tag()} HTTP/1.1\r\nHost: docker\r\n"
+            f"Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    # "Assets" sorts before "Dockerfile": 1 GB of it would be spooled before the decision
+    answer, sent = upload(proxy.socket, head, 1 << 30, chunked=True,
+                          first=member("Assets", size=1 << 30))
+    assert _status(answer) == 503, answer[:300]
+    assert "waiting for their Dockerfile already hold" in _message(answer)
+    assert sent < 64 << 20, sent
+    tag = builds.tag()
+    context = member("Dockerfile", GOOD) + member("Assets", bytes(16 << 20)) + bytes(1024)
+    held = HeldUpload(proxy.socket, urlencode({"t": tag}), len(context))
+    held.send(context)
+    status, body = held.answer()
+    assert status == 200 and image_exists(tag), body[-500:]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, BinaryIO, Callable, Protocol
 
@@ -32,12 +33,13 @@ from dsfw.build.context import BuildContext, ContextLimits, rewrite_context
 from dsfw.build.splice import replace_member
 from dsfw.build.stream import ContextStream
 from dsfw.build.steps import CanonicalDockerfile, canonical_dockerfile
-from dsfw.errors import BadRequest, Forbidden
+from dsfw.errors import BadRequest, DsfwError, Forbidden
 from dsfw.input.request import CanonicalRequest
 
 log = structlog.get_logger("dsfw")
 
 _PREFIX_PIECE = 1 << 20
+DEFAULT_MAX_SPOOL = 4 << 30
 
 
 class ClientContext(Protocol):
@@ -51,11 +53,75 @@ class ClientContext(Protocol):
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Operator choices about builds dsfw cannot inspect, and context bounds."""
+    """Operator choices about builds dsfw cannot inspect, and context bounds.
+
+    ``max_spool_bytes`` bounds what all builds together keep on disk while
+    their Dockerfile is not settled (a context whose Dockerfile comes last is
+    spooled whole, decompressed): each request is bounded by ``limits``, but
+    concurrent ones would otherwise add up to fill the disk.
+    """
 
     allow_buildkit: bool = False
     allow_remote_context: bool = False
     limits: ContextLimits = ContextLimits()
+    max_spool_bytes: int = DEFAULT_MAX_SPOOL
+
+
+class SpoolFull(DsfwError):
+    """The build contexts waiting for their Dockerfile hold the whole spool budget."""
+
+    status = 503
+
+
+class _SpoolBudget:
+    """Bytes held by all build spools; written from the rewrite threads."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.max_bytes:
+                raise SpoolFull(f"build contexts waiting for their Dockerfile already hold "
+                                f"{self.used} bytes on disk (limit {self.max_bytes}); retry later")
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class _Spool:
+    """A spool file whose bytes count against the budget until it is emptied or closed."""
+
+    def __init__(self, budget: _SpoolBudget):
+        self._file = tempfile.TemporaryFile(prefix="dsfw-context-")
+        self._budget = budget
+        self._held = 0
+
+    def write(self, data) -> int:
+        n = len(data)
+        self._budget.take(n)
+        self._held += n
+        return self._file.write(data)
+
+    def _release(self) -> None:
+        held, self._held = self._held, 0
+        self._budget.give(held)
+
+    def truncate(self, size: int | None = None) -> int:
+        if size == 0:
+            self._release()
+        return self._file.truncate(size)
+
+    def close(self) -> None:
+        self._release()
+        self._file.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 @dataclass(frozen=True)
@@ -153,6 +219,7 @@ class BuildGate:
         self._reactor = reactor
         self._threadpool = threadpool
         self._options = options
+        self._spools = _SpoolBudget(options.max_spool_bytes)
 
     def check_buildkit_endpoint(self, req: CanonicalRequest, bound) -> None:
         """``/session`` and ``/grpc`` only serve BuildKit builds dsfw cannot read."""
@@ -186,7 +253,7 @@ class BuildGate:
         content = await open_content()
         buildargs = buildargs_of(req)
         dockerfile = req.target.param("dockerfile") or "Dockerfile"
-        out = tempfile.TemporaryFile(prefix="dsfw-context-")
+        out = _Spool(self._spools)
         stream = ContextStream(self._reactor)
         settled: Deferred = Deferred()
 
