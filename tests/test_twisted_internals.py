@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 import dsfw
 from dsfw.edge._twisted import (LARGE_READ, HalfCloseTLSFactory, tune_socket, use_large_reads,
-                                write_now)
+                                use_bulk_writes, write_now)
 from dsfw.edge.tls import TlsFiles, server_options
 from dsfw.testing.fleet import make_pki
 
@@ -164,18 +164,41 @@ class LargeReadsTests(TestCase):
         transport.write(b"two ")  # queued by Twisted until the reactor's next turn
         write_now(transport, b"three ", b"four")  # must queue behind it, not overtake
         self.assertEqual(transport._tempDataLen, len(b"two three four"))
-        big = bytes(16 << 20)  # more than the socket takes: the rest is queued
+        big = bytes(range(256)) * (1 << 16)  # more than the socket takes: the rest is queued
         got = yield threads.deferToThread(_read_exactly, peer, len(b"two three four"))
         self.assertEqual(got, b"two three four")
-        write_now(transport, b"x", big)
+        write_now(transport, b"x", big, b"end")
         self.assertGreater(transport._tempDataLen, 0)
-        got = yield threads.deferToThread(_read_exactly, peer, 1 + len(big))
-        self.assertEqual(len(got), 1 + len(big))
+        got = yield threads.deferToThread(_read_exactly, peer, 1 + len(big) + 3)
+        self.assertEqual(got, b"x" + big + b"end")
         # after an abort nothing more leaves: a cut stream must not end as if complete
         transport.abortConnection()
         write_now(transport, b"0\r\n\r\n")
         got = yield threads.deferToThread(_read_exactly, peer, 1)
         self.assertEqual(got, b"")
+
+    @inlineCallbacks
+    def test_bulk_writes_send_a_mebibyte_at_once(self):
+        server = Deferred()
+        port = reactor.listenUNIX(self.path, Factory.forProtocol(
+            lambda: _Announce(server)))
+        self.addCleanup(port.stopListening)
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(peer.close)
+        peer.connect(self.path)
+        protocol = yield server
+        transport = protocol.transport
+        piece = bytes(range(256)) * 4096  # 1 MiB
+        write_now(transport, piece)
+        self.assertGreater(transport._tempDataLen, 0)  # the default buffer holds less
+        got = yield threads.deferToThread(_read_exactly, peer, len(piece))
+        self.assertEqual(got, piece)
+        use_bulk_writes(transport)
+        write_now(transport, piece)
+        self.assertEqual(transport._tempDataLen, 0)  # taken in one send
+        transport.write(piece + piece)  # queued, then sent in 1 MiB turns
+        got = yield threads.deferToThread(_read_exactly, peer, 3 * len(piece))
+        self.assertEqual(got, piece * 3)
 
     @inlineCallbacks
     def test_half_closed_server_keeps_reading(self):

@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dsfw.edge._twisted import tune_socket, write_now
+from dsfw.edge._twisted import tune_socket, use_bulk_writes, write_now
 from dsfw.edge.memo import BytesMemo
 from dsfw.edge.outbox import Outbox
 from dsfw.errors import UpstreamUnavailable
@@ -168,6 +168,7 @@ class DockerConnection(Protocol):
             write_now(self.transport, data)
         if body_producer is not None:
             self._body_producer = body_producer
+            use_bulk_writes(self.transport)
             self.transport.registerProducer(body_producer, True)
             consumer = _ChunkEncoder(self.transport) if chunked else self.transport
             d = body_producer.startProducing(consumer)
@@ -451,14 +452,18 @@ def _parse_response_head(raw: bytes) -> tuple[bytes, ResponseHead, dict[bytes, b
 
 
 class _ChunkEncoder:
-    """Writes each piece of a body of unknown length as one HTTP chunk."""
+    """Writes each piece of a body of unknown length as one HTTP chunk.
+
+    Sent at once when nothing waits before it (``write_now``): a build
+    context's pieces then reach dockerd without a copy into Twisted's buffer.
+    """
 
     def __init__(self, transport):
         self._transport = transport
 
     def write(self, data: bytes) -> None:
         if data:
-            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            write_now(self._transport, b"%x\r\n" % len(data), data, b"\r\n")
 
 
 class DockerPool:
