@@ -62,7 +62,7 @@ _checked contains [ref, "container image"] if {
 
 _checked contains [ref, "service image"] if {
 	input.Method == "POST"
-	regex.match(`^/services/(create|[^/]+/update)$`, input.PathPlain)
+	data.dsfw.library.common.service_path(input.PathPlain)
 	ref := input.Body.TaskTemplate.ContainerSpec.Image
 }
 
@@ -79,7 +79,7 @@ _checked contains [ref, "image being tagged"] if {
 
 _checked contains [ref, "new tag"] if {
 	input.Method == "POST"
-	regex.match(`^/images/.+/tag$`, input.PathPlain)
+	data.dsfw.library.common.between(input.PathPlain, "/images/", "/tag", "\n") # `^/images/.+/tag$`
 	ref := _with_tag(data.dsfw.library.common.query("repo"), data.dsfw.library.common.query("tag"))
 }
 
@@ -92,8 +92,7 @@ _checked contains [ref, "name of the committed image"] if {
 
 _tag_request contains ref if {
 	input.Method == "POST"
-	m := regex.find_all_string_submatch_n(`^/images/(.+)/tag$`, input.PathPlain, 1)
-	ref := m[0][1]
+	ref := data.dsfw.library.common.between(input.PathPlain, "/images/", "/tag", "\n") # `^/images/(.+)/tag$`
 }
 
 # fromImage + tag as dockerd combines them: a tag that is a digest pins it.

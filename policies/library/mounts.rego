@@ -161,7 +161,7 @@ _restart := name if {
 
 _restart := name if {
 	input.Method == "POST"
-	regex.match(`^/containers/[^/]+/update$`, input.PathPlain)
+	data.dsfw.library.common.one_segment(input.PathPlain, "/containers/", "/update")
 	is_object(input.Body)
 	name := object.get(input.Body, ["RestartPolicy", "Name"], "")
 }
@@ -176,7 +176,7 @@ _restart := name if {
 _host_paths contains path if some path in input.BindMounts
 
 _host_paths contains mount.Source if {
-	regex.match(`^/containers/[^/]+/update$`, input.PathPlain)
+	data.dsfw.library.common.one_segment(input.PathPlain, "/containers/", "/update")
 	some mount in input.Target.Mounts
 	mount.Type == "bind"
 }

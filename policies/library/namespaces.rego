@@ -61,7 +61,7 @@ deny contains msg if {
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)
 	input.Method == "POST"
-	regex.match(`^/networks/[^/]+/connect$`, input.PathPlain)
+	data.dsfw.library.common.one_segment(input.PathPlain, "/networks/", "/connect")
 	lower(split(input.PathPlain, "/")[2]) == "host"
 	not "network" in data.dsfw.library.common.list_setting(_name, "allowed_host_namespaces")
 	msg := "the host's network namespace is not allowed: do not connect containers to the host network"
@@ -109,6 +109,6 @@ deny contains msg if {
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)
 	some target in _service_networks
-	regex.match(`^[0-9a-fA-F]+$`, target)
+	data.dsfw.library.common.only_of(target, "0123456789abcdefABCDEF") # `^[0-9a-fA-F]+$`
 	msg := sprintf("service network %s looks like a network ID, which could be the host network's: name the network by its name", [target])
 }

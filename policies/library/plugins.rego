@@ -31,30 +31,35 @@ _schema := {"allowed": "list", "allow_create": "bool", "exempt": "object"}
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
 
-_post(pattern) := m if {
+_post(path) if {
 	input.Method == "POST"
-	m := regex.find_all_string_submatch_n(pattern, input.PathPlain, 1)
-	count(m) == 1
+	input.PathPlain == path
+}
+
+# The plugin name of POST /plugins/{name}{suffix} (`^/plugins/(.+){suffix}$`).
+_post_named(suffix) := name if {
+	input.Method == "POST"
+	name := data.dsfw.library.common.between(input.PathPlain, "/plugins/", suffix, "\n")
 }
 
 # [plugin name, what the docker CLI calls the action]
-_named contains [data.dsfw.library.common.query("remote"), "docker plugin install"] if _post(`^/plugins/pull$`)
+_named contains [data.dsfw.library.common.query("remote"), "docker plugin install"] if _post("/plugins/pull")
 
 _named contains [name, "docker plugin install --alias"] if {
-	_post(`^/plugins/pull$`)
+	_post("/plugins/pull")
 	name := data.dsfw.library.common.query("name")
 	name != ""
 }
 
-_named contains [m[0][1], "docker plugin upgrade"] if m := _post(`^/plugins/(.+)/upgrade$`)
+_named contains [name, "docker plugin upgrade"] if name := _post_named("/upgrade")
 
-_named contains [data.dsfw.library.common.query("remote"), "docker plugin upgrade"] if _post(`^/plugins/(.+)/upgrade$`)
+_named contains [data.dsfw.library.common.query("remote"), "docker plugin upgrade"] if _post_named("/upgrade")
 
-_named contains [m[0][1], "docker plugin set"] if m := _post(`^/plugins/(.+)/set$`)
+_named contains [name, "docker plugin set"] if name := _post_named("/set")
 
-_named contains [m[0][1], "docker plugin enable"] if m := _post(`^/plugins/(.+)/enable$`)
+_named contains [name, "docker plugin enable"] if name := _post_named("/enable")
 
-_named contains [data.dsfw.library.common.query("name"), "docker plugin create"] if _post(`^/plugins/create$`)
+_named contains [data.dsfw.library.common.query("name"), "docker plugin create"] if _post("/plugins/create")
 
 _named contains [ref, "service plugin"] if {
 	common.service_request
@@ -96,7 +101,7 @@ _allowed_plugin(ref) if {
 
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)
-	_post(`^/plugins/create$`)
+	_post("/plugins/create")
 	not data.dsfw.library.common.setting(_name, "allow_create", false) == true
 	msg := "docker plugin create is not allowed: a plugin made from a local directory can ask for any privilege; install an allowed plugin instead (or set data.library.plugins.allow_create)"
 }

@@ -29,7 +29,7 @@ _schema := {
 	"exempt": "object",
 }
 
-_exec_create if regex.match(`^/containers/[^/]+/exec$`, input.PathPlain)
+_exec_create if data.dsfw.library.common.one_segment(input.PathPlain, "/containers/", "/exec")
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
 
@@ -90,7 +90,7 @@ deny contains msg if {
 
 # no-new-privileges only tightens; everything else (seccomp/apparmor profiles,
 # label=disable, systempaths=unconfined) can loosen confinement.
-_tightening(opt) if regex.match(`^no-new-privileges([=:]true)?$`, opt)
+_tightening(opt) if opt in {"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"}
 
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)

@@ -17,15 +17,23 @@ _name := "swarm"
 
 _schema := {"allowed_actions": "list", "exempt": "object"}
 
-# action → [methods, path pattern, what the docker CLI calls it]
+# action → [methods, path, what the docker CLI calls it]; a path [prefix, suffix]
+# is prefix, one segment without "/", suffix (common.one_segment)
 _actions := {
-	"init": [["POST"], `^/swarm/init$`, "docker swarm init"],
-	"join": [["POST"], `^/swarm/join$`, "docker swarm join"],
-	"update": [["POST"], `^/swarm/update$`, "docker swarm update (and join-token --rotate)"],
-	"unlock": [["POST"], `^/swarm/unlock$`, "docker swarm unlock"],
-	"inspect": [["GET", "HEAD"], `^/swarm$`, "reading the swarm and its join tokens (GET /swarm, docker swarm join-token)"],
-	"unlock_key": [["GET", "HEAD"], `^/swarm/unlockkey$`, "docker swarm unlock-key"],
-	"node_update": [["POST"], `^/nodes/[^/]+/update$`, "docker node update/promote/demote"],
+	"init": [["POST"], "/swarm/init", "docker swarm init"],
+	"join": [["POST"], "/swarm/join", "docker swarm join"],
+	"update": [["POST"], "/swarm/update", "docker swarm update (and join-token --rotate)"],
+	"unlock": [["POST"], "/swarm/unlock", "docker swarm unlock"],
+	"inspect": [["GET", "HEAD"], "/swarm", "reading the swarm and its join tokens (GET /swarm, docker swarm join-token)"],
+	"unlock_key": [["GET", "HEAD"], "/swarm/unlockkey", "docker swarm unlock-key"],
+	"node_update": [["POST"], ["/nodes/", "/update"], "docker node update/promote/demote"],
+}
+
+_path_is(path, want) if path == want
+
+_path_is(path, want) if {
+	is_array(want)
+	data.dsfw.library.common.one_segment(path, want[0], want[1])
 }
 
 deny contains msg if some msg in data.dsfw.library.common.config_problems(_name, _schema)
@@ -38,9 +46,9 @@ deny contains msg if {
 
 deny contains msg if {
 	not data.dsfw.library.common.exempt(_name)
-	some action, [methods, pattern, what] in _actions
+	some action, [methods, path, what] in _actions
 	input.Method in methods
-	regex.match(pattern, input.PathPlain)
+	_path_is(input.PathPlain, path)
 	not action in data.dsfw.library.common.list_setting(_name, "allowed_actions")
 	msg := sprintf("swarm management is not allowed: %s (allow it with %s in data.library.swarm.allowed_actions)", [what, action])
 }

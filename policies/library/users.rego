@@ -37,7 +37,7 @@ _users contains [object.get(input.Body, "User", ""), "container", "docker run -u
 
 _users contains [object.get(input.Body, "User", ""), "exec", "docker exec -u"] if {
 	input.Method == "POST"
-	regex.match(`^/containers/[^/]+/exec$`, input.PathPlain)
+	data.dsfw.library.common.one_segment(input.PathPlain, "/containers/", "/exec")
 }
 
 _users contains [object.get(common.container_spec, "User", ""), "service", "docker service create -u"] if {
@@ -58,7 +58,13 @@ _groups contains [g, "ContainerSpec.Groups", "--group"] if {
 # uid or gid 0 as a name or as a number strconv.Atoi reads as 0.
 _root(word) if word == "root"
 
-_root(word) if regex.match(`^[+-]?0+$`, word)
+_root(word) if data.dsfw.library.common.only_of(word, "0") # `^[+-]?0+$`
+
+_root(word) if {
+	some sign in ["+", "-"]
+	startswith(word, sign)
+	data.dsfw.library.common.only_of(substring(word, 1, -1), "0")
+}
 
 deny contains msg if {
 	_active
