@@ -199,6 +199,15 @@ def test_expect_100_continue_to_a_denied_endpoint_gets_no_100(denying, target):
     assert b"Connection: close\r\n" in reply
 
 
+def test_expect_100_continue_to_a_json_endpoint_the_policy_denies_on_its_head(dsfw):
+    """The shipped policies read no body: a network create is refused before its body."""
+    reply = raw_request(dsfw.socket, b"POST /v1.41/networks/create HTTP/1.1\r\nHost: docker\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 1000000\r\n"
+                        b"Expect: 100-continue\r\n\r\n", timeout=5)
+    assert reply.startswith(b"HTTP/1.1 403 "), reply
+    assert b"100 Continue" not in reply
+
+
 def test_expect_100_continue_to_an_allowed_stream_gets_100_then_the_answer(limited, cat_container):
     """The ``100`` follows the allow, and only then is the archive read and relayed."""
     buf = io.BytesIO()

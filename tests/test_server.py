@@ -305,6 +305,63 @@ class MalformedTests(Case):
         self.assertEqual(status_of(self.client.value()), 417)
 
 
+class ReadsOnly(FakeEngine):
+    """A policy that reads only the given top-level input fields."""
+
+    def __init__(self, deny, fields):
+        super().__init__(deny)
+        self.fields = frozenset(fields)
+
+    def input_fields(self):
+        return self.fields
+
+
+class JsonDecidedAtTheHeadTests(Case):
+    """A JSON request whose policy reads nothing its body can change is refused unread."""
+
+    def make_reading(self, *fields):
+        self.engine = ReadsOnly(self.deny, fields)
+        self.resource, self.dockerd, self.clock = firewall(self.engine)
+        self.channel, self.client = client(self.resource, self.clock)
+
+    def create(self, length: int, extra: bytes = b"") -> bytes:
+        return self.head(b"POST", b"/containers/create", b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n" % length + extra)
+
+    def test_refused_with_no_100_and_no_body_read(self):
+        self.make_reading("PathPlain", "Peer", "Dockerfile")
+        self.channel.dataReceived(self.create(1 << 30, b"Expect: 100-continue\r\n"))
+        out = self.client.value()
+        self.assertEqual(status_of(out), 403)
+        self.assertNotIn(b"100 Continue", out)
+        self.assertEqual([doc["Body"] for _, doc in self.engine.inputs], [None])
+        self.assertEqual(self.dockerd.acquired, 0)
+
+    def test_a_policy_reading_the_body_or_headers_gets_it_first(self):
+        for field in ("Body", "Headers", "BindMounts"):
+            self.make_reading("PathPlain", field)
+            self.channel.dataReceived(self.create(100_000, b"Expect: 100-continue\r\n"))
+            self.assertEqual(self.client.value(), b"HTTP/1.1 100 Continue\r\n\r\n", field)
+            self.assertEqual(self.engine.inputs, [])
+
+    def test_allowed_at_the_head_is_decided_again_on_the_whole_request(self):
+        self.deny = set()
+        self.make_reading("PathPlain")
+        body = b'{"Image": "busybox"}'
+        self.channel.dataReceived(self.create(len(body), b"Expect: 100-continue\r\n"))
+        self.assertEqual(self.client.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.channel.dataReceived(body)
+        self.assertEqual([doc["Body"] for _, doc in self.engine.inputs],
+                         [None, {"Image": "busybox"}])
+        self.assertEqual(self.dockerd.acquired, 1)
+
+    def test_a_small_body_without_expect_is_decided_once(self):
+        self.make_reading("PathPlain")
+        self.channel.dataReceived(self.create(20) + b'{"Image": "busybox"}')
+        self.assertEqual(status_of(self.client.value()), 403)
+        self.assertEqual([doc["Body"] for _, doc in self.engine.inputs], [{"Image": "busybox"}])
+
+
 class HeadMemoTests(Case):
     """Parsed request heads are remembered by their bytes: never mixed, refusals every time."""
 

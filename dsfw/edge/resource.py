@@ -26,7 +26,8 @@ from twisted.web.server import NOT_DONE_YET
 from dsfw import routes
 from dsfw.errors import (BadRequest, DsfwError, Forbidden, NotFound, PolicyEngineError,
                          ShuttingDown, error_body, error_response)
-from dsfw.input.request import CanonicalRequest, canonical_head, input_document, with_body
+from dsfw.input.request import (HEAD_FIELDS, CanonicalRequest, canonical_head,
+                                input_document, with_body)
 from dsfw.edge.feed import BodyFeed
 from dsfw.edge.inflight import InFlight
 from dsfw.edge.memo import BytesMemo
@@ -43,6 +44,7 @@ log = structlog.get_logger("dsfw")
 
 DEFAULT_MAX_JSON_BODY = 16 << 20
 DEFAULT_MAX_STREAM_BODY = 16 << 30
+_HEAD_DECISION_BYTES = 64 << 10  # smaller JSON bodies are read at once (the read-ahead)
 _UNKNOWN = object()
 
 
@@ -178,6 +180,9 @@ class FirewallResource(Resource):
             elif body_kind == routes.STREAM:
                 stream = self._stream_of(request)  # read only after the decision
             elif body_kind == routes.JSON:
+                if self._refusable_at_the_head(request):
+                    await self._decide(bound, AUTHZ, input_document(req, peer=peer), started,
+                                       precheck=True)
                 parts = await request.read_body_parts(self._max_json_body, "--max-json-body")
                 if self._offloads(req, parts):  # parsed and decided in the body worker
                     job = self._body_worker.job(req, parts, self._max_json_body)
@@ -295,6 +300,20 @@ class FirewallResource(Resource):
         if not request.has_body:
             return None
         return request.body_producer(self._max_stream_body, "--max-stream-body")
+
+    def _refusable_at_the_head(self, request) -> bool:
+        """Whether a JSON request is worth deciding before its body is read: the client
+        waits for a ``100``, or the body is large or of unknown size -- and the policy
+        reads nothing the body can change, so a refusal now is the refusal it would get.
+        The decision that allows is still taken on the whole request."""
+        if self._dry_run or not request.has_body:
+            return False
+        body = request.body
+        if not (request.expect_continue or body.framing == "chunked"
+                or body.length > _HEAD_DECISION_BYTES):
+            return False
+        fields = self._engine.input_fields()
+        return fields is not None and fields <= HEAD_FIELDS
 
     def _offloads(self, req: CanonicalRequest, parts: list[bytes]) -> bool:
         """Whether a JSON body goes to the body worker (dsfw.offload): a large one, when

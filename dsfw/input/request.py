@@ -189,6 +189,13 @@ def canonical_request(method: str, raw_target: bytes,
     return with_body(req, read_body(), max_json_body)
 
 
+# The input fields a JSON request's head alone settles: the same with or without its body
+# (``Headers`` is not: a body sets its Content-Type; derived facts and ``Body`` come from
+# it).  ``Dockerfile`` only builds have, never a JSON request.
+HEAD_FIELDS = frozenset({"Method", "Path", "PathPlain", "Route", "Version", "Query", "Upgrade",
+                         "Peer", "ImageRef", "Dockerfile"})
+
+
 def input_document(req: CanonicalRequest, peer: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The document the policy evaluates, with the original firewall's fields first.
