@@ -34,7 +34,34 @@ def test_capabilities_as_tweak_capabilities_computes_them():
     assert effective_capabilities(["NET_ADMIN"], ["ALL"], False) == ["CAP_NET_ADMIN"]
     # --cap-drop ALL does not undo --cap-add ALL
     assert effective_capabilities(["ALL"], ["ALL"], False) == list(ALL_CAPABILITIES)
-    assert "CAP_SYS_ADMIN" in ALL_CAPABILITIES and "CAP_BPF" not in ALL_CAPABILITIES
+    assert "CAP_SYS_ADMIN" in ALL_CAPABILITIES
+
+
+_NEWER = ["CAP_BPF", "CAP_CHECKPOINT_RESTORE", "CAP_PERFMON"]
+
+
+def test_all_is_every_capability_any_dockerd_grants():
+    """dockerd 20.10 stops at AUDIT_READ; a newer one also grants the three newer
+    capabilities for ALL and --privileged. A rule allowing 20.10's whole list must not
+    pass ALL on such a daemon, so every way to ask for all of them says all of them."""
+    old = [c for c in ALL_CAPABILITIES if c not in _NEWER]
+    assert len(old) == 38 and len(ALL_CAPABILITIES) == 41
+    every = [
+        effective_capabilities(["ALL"], [], False), effective_capabilities([], [], True),
+        effective_capabilities(["ALL"], ["ALL"], False),
+        facts("/containers/create", {"HostConfig": {"CapAdd": ["all"]}})["EffectiveCapabilities"],
+        facts("/containers/create", {"HostConfig": {"Privileged": True}})["ExtraCapabilities"],
+        facts("/containers/c/exec", {"Cmd": ["true"], "Privileged": True})["ExtraCapabilities"],
+        facts("/services/create", {"TaskTemplate": {"ContainerSpec": {
+            "Image": "busybox", "CapabilityAdd": ["ALL"]}}})["ExtraCapabilities"],
+    ]
+    for caps in every:
+        assert [c for c in _NEWER if c not in caps] == []
+        allowlist_rule_passes = all(c in old for c in caps)
+        assert not allowlist_rule_passes
+    # Dropping one leaves it out (dockerd 20.10 refuses the name itself).
+    assert "CAP_BPF" not in effective_capabilities(["ALL"], ["BPF"], False)
+    assert "CAP_PERFMON" in effective_capabilities(["ALL"], ["BPF"], False)
 
 
 _SPELLINGS = {"SYS_ADMIN": ["SYS_ADMIN", "sys_admin", "CAP_SYS_ADMIN", "cap_Sys_Admin", "ſys_admin"],

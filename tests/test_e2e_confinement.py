@@ -30,6 +30,9 @@ _BITS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
          "PERFMON", "BPF", "CHECKPOINT_RESTORE"]
 
 
+_NEWER = {"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"}
+
+
 def _kernel_caps() -> set[str]:
     last = int(open("/proc/sys/kernel/cap_last_cap").read())
     return {"CAP_" + name for name in _BITS[:last + 1]}
@@ -56,7 +59,10 @@ def test_effective_capabilities_are_what_the_process_holds(add, drop):
     body, _ = canonicalize_body("POST", "/containers/create", "1.41", json.dumps(
         {"Image": TEST_IMAGE, "HostConfig": {"CapAdd": add, "CapDrop": drop}}).encode())
     facts = facts_for("POST", "/containers/create", "1.41", body)
-    assert set(facts["EffectiveCapabilities"]) & _kernel_caps() == _held(r.stdout)
+    said, held = set(facts["EffectiveCapabilities"]) & _kernel_caps(), _held(r.stdout)
+    # The facts read ALL as every capability any dockerd grants: dockerd 20.10 leaves out
+    # the three newer ones a newer daemon adds, and nothing else may differ.
+    assert held <= said and said - held <= _NEWER, (sorted(said - held), sorted(held - said))
 
 
 # A natural policy on the facts: the three rules people write, answered the way dockerd acts.

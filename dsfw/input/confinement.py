@@ -10,7 +10,9 @@ questions once, from the canonical body (:mod:`dsfw.input.values`), the way
 dockerd 20.10 computes them:
 
 * ``EffectiveCapabilities`` -- moby's ``caps.TweakCapabilities`` on its
-  default set; ``ExtraCapabilities`` -- those beyond the default set;
+  default set, ``ALL`` read as every capability any dockerd knows (fail
+  closed: newer daemons add three); ``ExtraCapabilities`` -- those beyond
+  the default set;
 * ``Unconfined`` -- confinement switched off or replaced by something dsfw
   cannot judge (``privileged``, ``seccomp``, ``apparmor``, ``selinux``,
   ``systempaths``, ``devices``);
@@ -29,10 +31,11 @@ DEFAULT_CAPABILITIES = (
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 )
-# What ALL and --privileged grant: gocapability's list as dockerd 20.10 vendors it,
-# which ends at AUDIT_READ (later dockerd also grants the three newer ones).
-_NEWER = frozenset({"PERFMON", "BPF", "CHECKPOINT_RESTORE"})
-ALL_CAPABILITIES = tuple(sorted("CAP_" + c for c in KNOWN_CAPABILITIES - _NEWER))
+# What ALL and --privileged may grant: every capability any supported dockerd knows.
+# dockerd 20.10's gocapability list ends at AUDIT_READ, but a newer dockerd on a newer
+# kernel also grants PERFMON, BPF and CHECKPOINT_RESTORE; the facts must not let
+# --cap-add ALL pass a rule that refuses those, whichever daemon is behind dsfw.
+ALL_CAPABILITIES = tuple(sorted("CAP_" + c for c in KNOWN_CAPABILITIES))
 
 # dockerd's defaults for HostConfig.MaskedPaths / ReadonlyPaths (oci/defaults.go);
 # a list that leaves one out unmasks it (--security-opt systempaths=unconfined).
