@@ -7,6 +7,7 @@ says, in front of the real dockerd, and judges by what dockerd stored or did
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 
@@ -148,3 +149,31 @@ def test_runtimes_an_admin_registered_are_refused(defaults, cleanup):
     assert direct("container", "inspect", name).returncode != 0
     ok(docker_cli(defaults.socket, "create", "--name", name, "--runtime", "io.containerd.runc.v2",
                   TEST_IMAGE, "true"))
+
+
+def test_log_drivers_and_options_that_reach_the_host_are_refused(defaults, cleanup):
+    """A log driver writes the container's output where its options say: syslog to a host
+    socket, fluentd/gelf/splunk to an endpoint, a plugin runs its own code. Only json-file,
+    local and none pass, each with options that name no path, address or credential."""
+    name = cleanup("container", unique_name())
+    for flags, message in [
+        (["--log-driver", "syslog", "--log-opt", "syslog-address=unix:///dev/log"],
+         "log driver syslog is not allowed: drop --log-driver syslog"),
+        (["--log-driver", "dsfw-e2e/no-such-log-plugin:latest"],
+         "log driver dsfw-e2e/no-such-log-plugin:latest is not allowed"),
+        # dockerd's default driver, whichever it is, with an option that names a socket
+        (["--log-opt", "fluentd-address=unix:///var/run/docker.sock"],
+         "log option fluentd-address is not allowed for log driver (dockerd's default)"),
+        (["--log-driver", "local", "--log-opt", "tag=x"],
+         "log option tag is not allowed for log driver local"),
+    ]:
+        refused(docker_cli(defaults.socket, "create", "--name", name, *flags, TEST_IMAGE, "true"),
+                message)
+        assert direct("container", "inspect", name).returncode != 0
+    ok(docker_cli(defaults.socket, "run", "--name", name, "--log-driver", "json-file",
+                  "--log-opt", "max-size=1m", "--log-opt", "max-file=2", TEST_IMAGE,
+                  "echo", "logged"))
+    stored = ok(direct("container", "inspect", "--format", "{{json .HostConfig.LogConfig}}", name))
+    assert json.loads(stored) == {"Type": "json-file",
+                                  "Config": {"max-size": "1m", "max-file": "2"}}, stored
+    assert ok(docker_cli(defaults.socket, "logs", name)) == "logged\n"

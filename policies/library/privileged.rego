@@ -12,6 +12,8 @@
 #   allowed_security_opts: []     # --security-opt values allowed besides no-new-privileges;
 #                                 # systempaths=unconfined allows emptied MaskedPaths/ReadonlyPaths
 #   allowed_runtimes: []          # --runtime names besides dockerd's own runc ones
+#   allowed_log_drivers: [json-file, local, none]   # --log-driver (default: these three)
+#   allowed_log_options: {}       # driver → more --log-opt keys, e.g. {syslog: [syslog-facility]}
 #   exempt: {users: [], groups: [], uids: [], gids: []}
 package dsfw.library.privileged
 
@@ -26,6 +28,8 @@ _schema := {
 	"allowed_devices": "list",
 	"allowed_security_opts": "list",
 	"allowed_runtimes": "list",
+	"allowed_log_drivers": "list",
+	"allowed_log_options": "object",
 	"exempt": "object",
 }
 
@@ -148,3 +152,104 @@ deny contains msg if {
 	not runtime in data.dsfw.library.common.list_setting(_name, "allowed_runtimes")
 	msg := sprintf("runtime %v is not allowed: drop --runtime %v (dockerd's runc is the default; or set data.library.privileged.allowed_runtimes)", [runtime, runtime])
 }
+
+# --log-driver and --log-opt. A log driver runs inside dockerd (or as a plugin
+# with the host privileges plugins get) and writes where its options say:
+# syslog-address=unix:///..., fluentd-address, gelf-address, splunk-url name
+# host sockets and endpoints; syslog-tls-* and splunk-*ca* name host files
+# dockerd reads; awslogs and gcplogs use the host's credentials. Only
+# json-file, local and none keep a container's output below dockerd's own
+# directory, so only they are allowed by default, and each option key must be
+# one known to name no path, endpoint or credential (a key dockerd adds later
+# is refused until listed).
+_default_log_drivers := ["json-file", "local", "none"]
+
+# dockerd's own keys for every driver (logger.ValidateLogOpts, the local cache
+# of dual logging), then each safe driver's keys (its ValidateLogOpt).
+_log_options_any := {"mode", "max-buffer-size", "cache-disabled", "cache-max-size", "cache-max-file", "cache-compress"}
+
+_log_options := {
+	"json-file": {"max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"},
+	"local": {"max-size", "max-file", "compress"},
+	"none": set(),
+}
+
+_log_drivers := [d | some d in _log_drivers_setting; is_string(d)]
+
+_log_drivers_setting := v if {
+	v := data.dsfw.library.common.setting(_name, "allowed_log_drivers", _default_log_drivers)
+	is_array(v)
+} else := []
+
+_log_options_setting := v if {
+	v := data.dsfw.library.common.setting(_name, "allowed_log_options", {})
+	is_object(v)
+} else := {}
+
+# The keys allowed for a driver; "" is dockerd's default driver, whichever it is:
+# only the keys safe for both json-file and local.
+_log_keys_allowed(driver, key) if key in _log_options_any
+
+_log_keys_allowed(driver, key) if key in object.get(_log_options, driver, set())
+
+_log_keys_allowed("", key) if key in _log_options["json-file"]
+
+_log_keys_allowed("", key) if key in _log_options["local"]
+
+_log_keys_allowed(driver, key) if {
+	extra := object.get(_log_options_setting, driver, [])
+	is_array(extra)
+	key in extra
+}
+
+# Where a request names a log driver: [driver, options].
+_log_configs contains [object.get(lc, "Type", ""), object.get(lc, "Config", {})] if {
+	lc := common.host_config.LogConfig
+	is_object(lc)
+}
+
+_log_configs contains [object.get(ld, "Name", ""), object.get(ld, "Options", {})] if {
+	common.service_request
+	ld := input.Body.TaskTemplate.LogDriver
+	is_object(ld)
+}
+
+# A swarm's default for every service task (docker swarm init/update --log-driver).
+_log_configs contains [object.get(ld, "Name", ""), object.get(ld, "Options", {})] if {
+	input.Method == "POST"
+	some path, spec in {"/swarm/init": object.get(_body, "Spec", {}), "/swarm/update": _body}
+	input.PathPlain == path
+	is_object(spec)
+	ld := object.get(spec, ["TaskDefaults", "LogDriver"], null)
+	is_object(ld)
+}
+
+_body := b if {
+	b := input.Body
+	is_object(b)
+} else := {}
+
+_log_drivers_text := concat(", ", _log_drivers) if count(_log_drivers) > 0
+
+_log_drivers_text := "none" if count(_log_drivers) == 0
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some [driver, _] in _log_configs
+	driver != ""
+	not driver in _log_drivers
+	msg := sprintf("log driver %v is not allowed: drop --log-driver %v (it may send the container's output to host sockets, files or services; allowed log drivers: %s; or set data.library.privileged.allowed_log_drivers)", [driver, driver, _log_drivers_text])
+}
+
+deny contains msg if {
+	not data.dsfw.library.common.exempt(_name)
+	some [driver, options] in _log_configs
+	is_object(options)
+	some key, _ in options
+	not _log_keys_allowed(driver, key)
+	msg := sprintf("log option %v is not allowed for log driver %v: drop --log-opt %v (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)", [key, _log_driver_text(driver), key])
+}
+
+_log_driver_text(d) := d if d != ""
+
+_log_driver_text("") := "(dockerd's default)"

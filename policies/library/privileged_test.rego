@@ -81,3 +81,48 @@ test_runtimes if {
 	_deny(_create({"Runtime": "nvidia"}, {})) == {"runtime nvidia is not allowed: drop --runtime nvidia (dockerd's runc is the default; or set data.library.privileged.allowed_runtimes)"}
 	count(data.dsfw.library.privileged.deny) == 0 with input as _create({"Runtime": "runsc"}, {}) with data.library as {"privileged": {"allowed_runtimes": ["runsc"]}}
 }
+
+_log(type, config) := _create({"LogConfig": {"Type": type, "Config": config}}, {})
+
+test_log_drivers if {
+	count(_deny(_log("", {}))) == 0
+	count(_deny(_log("json-file", {"max-size": "1m", "max-file": "3", "compress": "true", "tag": "{{.Name}}", "labels": "a", "env": "B", "mode": "non-blocking", "max-buffer-size": "4m"}))) == 0
+	count(_deny(_log("local", {"max-size": "1m", "cache-disabled": "true"}))) == 0
+	count(_deny(_log("none", {}))) == 0
+	_deny(_log("syslog", {})) == {"log driver syslog is not allowed: drop --log-driver syslog (it may send the container's output to host sockets, files or services; allowed log drivers: json-file, local, none; or set data.library.privileged.allowed_log_drivers)"}
+	some msg in _deny(_log("vieux/log-plugin:latest", {}))
+	startswith(msg, "log driver vieux/log-plugin:latest is not allowed")
+	count(data.dsfw.library.privileged.deny) == 0 with input as _log("syslog", {"syslog-facility": "daemon"}) with data.library as {"privileged": {"allowed_log_drivers": ["syslog"], "allowed_log_options": {"syslog": ["syslog-facility"]}}}
+	# allowing a driver allows none of its own options
+	only_driver := data.dsfw.library.privileged.deny with input as _log("syslog", {"syslog-address": "unix:///dev/log"}) with data.library as {"privileged": {"allowed_log_drivers": ["syslog"]}}
+	only_driver == {"log option syslog-address is not allowed for log driver syslog: drop --log-opt syslog-address (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)"}
+	# allowed_log_drivers: [] leaves dockerd's default only
+	some msg2 in data.dsfw.library.privileged.deny with input as _log("json-file", {}) with data.library as {"privileged": {"allowed_log_drivers": []}}
+	contains(msg2, "allowed log drivers: none")
+}
+
+test_log_options if {
+	_deny(_log("json-file", {"syslog-address": "unix:///dev/log"})) == {"log option syslog-address is not allowed for log driver json-file: drop --log-opt syslog-address (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)"}
+	_deny(_log("local", {"tag": "x"})) == {"log option tag is not allowed for log driver local: drop --log-opt tag (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)"}
+	# dockerd's default driver (an admin's syslog or fluentd, perhaps): only the keys safe for json-file and local
+	count(_deny(_log("", {"max-size": "1m", "tag": "x"}))) == 0
+	_deny(_log("", {"fluentd-address": "unix:///run/docker.sock"})) == {"log option fluentd-address is not allowed for log driver (dockerd's default): drop --log-opt fluentd-address (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)"}
+	count(_deny(_log("none", {"max-size": "1m"}))) == 1
+}
+
+test_service_and_swarm_log_drivers if {
+	svc := {"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "LogDriver": {"Name": "gelf", "Options": {"gelf-address": "udp://127.0.0.1:1"}}}}}
+	_deny(svc) == {
+		"log driver gelf is not allowed: drop --log-driver gelf (it may send the container's output to host sockets, files or services; allowed log drivers: json-file, local, none; or set data.library.privileged.allowed_log_drivers)",
+		"log option gelf-address is not allowed for log driver gelf: drop --log-opt gelf-address (only options that name no host path, address or credential are allowed; or set data.library.privileged.allowed_log_options)",
+	}
+	safe := {"Method": "POST", "PathPlain": "/services/create", "Query": {}, "Body": {"TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m"}}}}}
+	count(_deny(safe)) == 0
+	count(_deny(object.union(svc, {"PathPlain": "/services/abc/update"}))) == 2
+	init := {"Method": "POST", "PathPlain": "/swarm/init", "Query": {}, "Body": {"ListenAddr": "0.0.0.0:2377", "Spec": {"TaskDefaults": {"LogDriver": {"Name": "splunk", "Options": {}}}}}}
+	some msg in _deny(init)
+	startswith(msg, "log driver splunk is not allowed")
+	update := {"Method": "POST", "PathPlain": "/swarm/update", "Query": {"version": ["1"]}, "Body": {"TaskDefaults": {"LogDriver": {"Name": "json-file", "Options": {"splunk-url": "x"}}}}}
+	some msg3 in _deny(update)
+	startswith(msg3, "log option splunk-url is not allowed for log driver json-file")
+}

@@ -53,7 +53,9 @@ _container := t if {
 # dockerd reports unset lists as null; a create body as dsfw shows it has no
 # nulls. It also stores its own default CgroupnsMode ("host" on cgroup v1),
 # which cannot be told from --cgroupns host: that one is judged at create only.
-_host_config := {k: v | some k, v in _container.HostConfig; v != null; k != "CgroupnsMode"}
+# Its LogConfig is the daemon's default driver and options merged in when the
+# create left them out (an admin's syslog-address, say): judged at create only.
+_host_config := {k: v | some k, v in _container.HostConfig; v != null; not k in {"CgroupnsMode", "LogConfig"}}
 
 _act := _acts[input.Route]
 

@@ -30,6 +30,12 @@ test_ordinary_containers_pass if {
 	count(_deny({"Method": "POST", "PathPlain": "/containers/web/start", "Route": "/containers/{id}/start", "Query": {}, "Target": null}, {})) == 0
 }
 
+test_stored_log_config_is_judged_at_create_only if {
+	# dockerd merges its default driver and options into the stored LogConfig
+	count(_deny(_on("/containers/{id}/start", "/containers/web/start", {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "udp://127.0.0.1:514"}}}), {})) == 0
+	count(_deny(_on("/containers/{id}/start", "/containers/web/start", {"LogConfig": {"Type": "syslog", "Config": {}}, "Privileged": true}), {})) == 1
+}
+
 test_exempt_callers_may if {
 	inp := object.union(_on("/containers/{id}/start", "/containers/web/start", {"Privileged": true}), {"Peer": {"User": "ops", "Uid": 5, "Group": "ops", "Gid": 5}})
 	count(_deny(inp, {"privileged": {"exempt": {"users": ["ops"]}}})) == 0
