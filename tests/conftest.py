@@ -26,3 +26,14 @@ def _isolated_structlog():
     previous = structlog.get_config()
     yield
     structlog.configure(**previous)
+
+
+@pytest.fixture(autouse=True)
+def _trial_mktemp_outside_the_checkout(monkeypatch, tmp_path):
+    """trial's ``TestCase.mktemp`` is relative to the working directory, which under
+    pytest is the checkout: every run left ``tests.test_x/`` directories beside the
+    sources. Under pytest it hands out paths inside the test's own ``tmp_path``."""
+    from twisted.trial.unittest import SynchronousTestCase
+    counter = iter(range(10**6))
+    monkeypatch.setattr(SynchronousTestCase, "mktemp",
+                        lambda self: str(tmp_path / f"mktemp-{next(counter)}"))
