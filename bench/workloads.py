@@ -206,16 +206,19 @@ class Upload(Scenario):
     def run(self, ctx, target):
         size = ctx.big_size if self.big else ctx.bulk_size
         length, chunks = rawhttp.build_context(size, BASE_IMAGE)
+        cpu0 = tree_cpu_seconds(target.pid) if target.pid else 0.0
         with PeakRSS(target.pid, target.can_reset_hwm) as peak:
             secs, resp = rawhttp.timed_upload(target.socket, "POST",
                                               "/build?q=1&rm=1&forcerm=1",
                                               length, chunks, "application/x-tar")
+        cpu = tree_cpu_seconds(target.pid) - cpu0 if target.pid else 0.0
         if resp.status == 200:
             error = resp.json_lines_error()
         else:
             error = f"HTTP {resp.status}: " + resp.head[:200].decode("utf-8", "replace")
         return {"status": resp.status, "bytes": length, "seconds": secs,
                 "mb_s": length / secs / MB, "peak_rss_mb": peak.kb / 1024,
+                "cpu_s_per_gb": cpu / (length / 1e9),
                 "errors": int(bool(error)), **({"note": error} if error else {})}
 
 

@@ -1,0 +1,4 @@
+package docker.authz
+import rego.v1
+allow if input.Target.Name == "web"
+allow if input.Path != ""
