@@ -153,13 +153,15 @@ def test_an_ended_stream_or_request_wakes_the_thread_with_an_error(end):
     worker = Worker(lambda: feed.bypass(1000, stream))
     worker.start()
     reactor.run_next()  # the bypass starts
+    feed.write(b"a")
     if end == "stream":
         stream.stopProducing()  # dockerd went away
-        feed.write(b"z")
     else:
         feed.close()
+    feed.write(b"z")  # a read already under way when the request ended
     worker.join(5)
     assert isinstance(worker.error, StreamClosed if end == "stream" else FeedClosed)
+    assert consumer.data == [b"a"]  # nothing after the end reached dockerd's stream
 
 
 def _plain_tar(big: int) -> bytes:

@@ -109,6 +109,7 @@ class BodyFeed:
             if self._error is None:
                 self._error = FeedClosed("the request ended before its body was read")
             self._chunks.clear()
+            self._bypassing = False  # nothing more goes to the sink
             self._cond.notify()
         if not done:
             self._producer.stopProducing()
