@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -135,6 +136,54 @@ class LimitTests(Case):
         sent = self.dockerd.received()
         self.assertTrue(sent.endswith(b"\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), sent)
         self.assertNotIn(b"Trailer", sent)
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out, at = [], 0
+    while True:
+        line = raw.index(b"\r\n", at)
+        size = int(raw[at:line].split(b";")[0], 16)
+        if not size:
+            return b"".join(out)
+        out.append(raw[line + 2:line + 2 + size])
+        at = line + 2 + size + 2
+
+
+class ChunkedReadsTests(SynchronousTestCase):
+    """However the client's reads cut a chunked body, dockerd gets the same bytes."""
+
+    @settings(max_examples=80, deadline=None)
+    @given(st.lists(st.tuples(st.binary(min_size=1, max_size=300), st.booleans()), max_size=12),
+           st.lists(st.integers(1, 400), min_size=1, max_size=30))
+    def test_any_cut_of_the_reads_relays_the_same_body(self, chunks, cuts):
+        engine = FakeEngine(deny=set())
+        resource, dockerd, clock = firewall(engine)
+        channel, _client = client(resource, clock)
+        body = b"".join(b"%x%s\r\n%s\r\n" % (len(c), b";ext=1" if ext else b"", c)
+                        for c, ext in chunks) + b"0\r\nTrailer: t\r\n\r\n"
+        channel.dataReceived(b"POST /images/load HTTP/1.1\r\nHost: x\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+        at, i = 0, 0
+        while at < len(body):
+            cut = cuts[i % len(cuts)]
+            channel.dataReceived(body[at:at + cut])
+            at, i = at + cut, i + 1
+        sent = dockerd.received()
+        self.assertEqual(_dechunk(sent[sent.index(b"\r\n\r\n") + 4:]),
+                         b"".join(c for c, _ in chunks))
+        self.assertTrue(sent.endswith(b"0\r\n\r\n"))
+
+    def test_a_bad_chunk_inside_a_read_is_still_refused(self):
+        engine = FakeEngine(deny=set())
+        resource, dockerd, clock = firewall(engine)
+        channel, client_transport = client(resource, clock)
+        channel.dataReceived(b"POST /images/load HTTP/1.1\r\nHost: x\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+        channel.dataReceived(b"3\r\nabc\r\nzz\r\nnever\r\n")
+        sent = dockerd.received()
+        self.assertTrue(sent.endswith(b"3\r\nabc\r\n"), sent)
+        self.assertNotIn(b"never", sent)
+        self.assertFalse(dockerd.connections[0].transport.connected)
 
 
 class BackpressureTests(Case):

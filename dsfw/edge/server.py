@@ -304,11 +304,11 @@ class HTTPServerChannel(Protocol):
         if self._timing:
             self._last = self.site.reactor.seconds()
         body = self._body
-        if (self._state == BODY and not self._buf and body.framing == "length"
-                and body.active and not self._advancing):
+        if self._state == BODY and not self._buf and body.active and not self._advancing:
             # The common case of an upload: hand the read straight on.
             try:
-                data = body.feed_bytes(data)
+                data = (body.feed_bytes(data) if body.framing == "length"
+                        else body.feed_chunked_bytes(data))
             except Exception as e:  # the consumer failed; the request's own error path decides
                 body.fail(e)
             if not data:
