@@ -9,6 +9,7 @@ name and removed at teardown.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -238,16 +239,36 @@ def test_lowercase_dockerfile_is_the_one_judged(dsfw, builds):
     assert image_exists(tag)
 
 
-def test_large_context_is_relayed_intact(dsfw, builds):
-    size = 24 * 1024 * 1024 + 7
-    files = {"Dockerfile": f"FROM {TEST_IMAGE}\nCOPY big.bin /big.bin\n"}
-    directory = context_dir(builds._tmp, files, name="large")
-    (directory / "big.bin").write_bytes(os.urandom(size))
-    tag = builds.tag()
-    done = docker_cli(dsfw.socket, "build", "-t", tag, str(directory), timeout=BUILD_TIMEOUT)
+def _sums_in(tag: str) -> dict[str, str]:
+    done = docker_cli(DOCKER_SOCKET, "run", "--rm", tag, "busybox", "sha256sum",
+                      "/data/big.bin", "/data/mid.bin", "/data/z.txt")
     assert done.returncode == 0, done
-    listed = docker_cli(DOCKER_SOCKET, "run", "--rm", tag, "ls", "-l", "/big.bin")
-    assert str(size) in listed.stdout.split(), listed
+    return {path.rsplit("/", 1)[1]: digest for digest, path in
+            (line.split() for line in done.stdout.splitlines())}
+
+
+# A large file (its contents pass from the client's reads to dockerd around the
+# rewrite thread), one just over that threshold, and a member after them.
+LARGE_FILES = {"big.bin": 24 * 1024 * 1024 + 7, "mid.bin": 300_001, "z.txt": 6}
+LARGE_DOCKERFILE = f"FROM {TEST_IMAGE}\nCOPY big.bin mid.bin z.txt /data/\n"
+
+
+@pytest.mark.parametrize("client", ["cli", "content-length"])
+def test_large_context_is_relayed_intact(dsfw, builds, client):
+    contents = {name: os.urandom(size) for name, size in LARGE_FILES.items()}
+    tag = builds.tag()
+    if client == "cli":  # chunked, as the docker CLI sends it
+        directory = context_dir(builds._tmp, {"Dockerfile": LARGE_DOCKERFILE}, name="large")
+        for name, data in contents.items():
+            (directory / name).write_bytes(data)
+        done = docker_cli(dsfw.socket, "build", "-t", tag, str(directory), timeout=BUILD_TIMEOUT)
+        assert done.returncode == 0, done
+    else:
+        status, _, body = post_build(dsfw.socket, f"t={tag}",
+                                  context_tar({"Dockerfile": LARGE_DOCKERFILE, **contents}))
+        assert status == 200 and b"errorDetail" not in body, body
+    assert _sums_in(tag) == {name: hashlib.sha256(data).hexdigest()
+                             for name, data in contents.items()}
 
 
 def test_opa_mode_decides_builds(dsfw_factory, opa_servers, tmp_path, builds):  # noqa: F811
