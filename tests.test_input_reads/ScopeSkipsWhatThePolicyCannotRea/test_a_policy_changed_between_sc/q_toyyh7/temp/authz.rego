@@ -1,4 +1,0 @@
-package docker.authz
-import rego.v1
-allow if input.Target.Name == "web"
-allow if input.Path != ""

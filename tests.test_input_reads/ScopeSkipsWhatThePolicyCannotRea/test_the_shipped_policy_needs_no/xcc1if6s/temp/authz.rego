@@ -1,3 +1,0 @@
-package docker.authz
-import rego.v1
-allow if not startswith(input.Path, "/x")
