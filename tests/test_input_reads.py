@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dsfw.policy._regorus import regorus
 from dsfw.policy.embedded import EmbeddedEngine
-from dsfw.policy.input_reads import fields_read, input_fields
+from dsfw.policy.input_reads import fields_read, input_fields, input_words
 from dsfw.scope.scoping import SCOPE_FIELDS, Scope
 from dsfw.scope.target import TargetResolver
 
@@ -77,6 +77,39 @@ def test_any_other_use_of_input_may_read_anything(body):
 def test_a_bare_import_of_input_may_read_anything_and_an_aliased_field_counts():
     assert reads(V1 + "import input\nallow if input.Method") is None
     assert reads(V1 + "import input.Target as t\nallow if t.ID") == frozenset({"Target"})
+
+
+@pytest.mark.parametrize("body", [
+    'allow if input["\\u0054arget"].ID',  # regorus looks the key up as spelled
+    'allow if object.get(input, "T\\u0061rget", {}).ID',
+    'allow if input["Tar\\tget"]',
+])
+def test_a_key_spelled_with_an_escape_may_read_anything(body):
+    assert reads(V1 + body) is None
+
+
+@pytest.mark.parametrize("sources", [
+    (V1 + 'object.get(o, _, _) := o.Target\nallow if object.get(input, "Method", 1)',),
+    (V1 + 'import data.q as object\nallow if object.get(input, "Method", 1)',
+     "package q\nimport rego.v1\nget(o, _, _) := o.Target\n"),
+    (V1 + 'import data.lib.object\nallow if object.get(input, "Method", 1)',),
+])
+def test_object_get_counts_only_when_nothing_else_can_be_named_object(sources):
+    assert reads(*sources) is None
+
+
+def test_the_tree_must_show_every_input_word_of_the_source():
+    assert input_words('x := "input" # input\ny := input.a\nz := `input`\nw := data.input') == 2
+    engine = regorus.Engine()
+    engine.add_policy("p.rego", V1 + 'allow if input.Method\ndeny contains 1 if input.Target.x\n')
+    modules = json.loads(engine.get_ast_as_json())
+    assert input_fields(engine) == frozenset({"Method", "Target"})
+
+    class Dropped:  # a tree that leaves a rule out (a construct it does not serialize)
+        def get_ast_as_json(self):
+            modules[0]["ast"]["rules"].pop()
+            return json.dumps(modules)
+    assert input_fields(Dropped()) is None
 
 
 def test_every_module_counts():
