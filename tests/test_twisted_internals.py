@@ -146,7 +146,8 @@ class LargeReadsTests(TestCase):
         self.assertEqual(protocol.fds_after_read, protocol.fds_at_start)
 
     @inlineCallbacks
-    def test_write_now_sends_at_once_and_keeps_order_behind_queued_bytes(self):
+    def connected(self):
+        """(Twisted's transport of a served UNIX connection, the client's plain socket)."""
         server = Deferred()
         port = reactor.listenUNIX(self.path, Factory.forProtocol(
             lambda: _Announce(server)))
@@ -155,7 +156,11 @@ class LargeReadsTests(TestCase):
         self.addCleanup(peer.close)
         peer.connect(self.path)
         protocol = yield server
-        transport = protocol.transport
+        return protocol.transport, peer
+
+    @inlineCallbacks
+    def test_write_now_sends_at_once_and_keeps_order_behind_queued_bytes(self):
+        transport, peer = yield self.connected()
         write_now(transport, b"one ")
         # sent by the call itself: nothing queued, no reactor turn needed
         self.assertEqual(transport._tempDataLen, 0)
@@ -179,15 +184,7 @@ class LargeReadsTests(TestCase):
 
     @inlineCallbacks
     def test_bulk_writes_send_a_mebibyte_at_once(self):
-        server = Deferred()
-        port = reactor.listenUNIX(self.path, Factory.forProtocol(
-            lambda: _Announce(server)))
-        self.addCleanup(port.stopListening)
-        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(peer.close)
-        peer.connect(self.path)
-        protocol = yield server
-        transport = protocol.transport
+        transport, peer = yield self.connected()
         piece = bytes(range(256)) * 4096  # 1 MiB
         write_now(transport, piece)
         self.assertGreater(transport._tempDataLen, 0)  # the default buffer holds less
