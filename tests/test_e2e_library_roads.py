@@ -13,8 +13,8 @@ import time
 
 from dsfw.testing.e2e import TEST_IMAGE, docker_cli, requires_docker, unique_name
 from dsfw.testing.volumeplugin import running_volume_plugin
-from tests.test_e2e_library import (cleanup, defaults, direct, never_started, ok,  # noqa: F401
-                                    refused)
+from tests.test_e2e_library import (cleanup, compose, defaults, direct, never_started,  # noqa: F401
+                                    ok, refused)
 
 pytestmark = requires_docker
 
@@ -177,3 +177,30 @@ def test_log_drivers_and_options_that_reach_the_host_are_refused(defaults, clean
     assert json.loads(stored) == {"Type": "json-file",
                                   "Config": {"max-size": "1m", "max-file": "2"}}, stored
     assert ok(docker_cli(defaults.socket, "logs", name)) == "logged\n"
+
+
+def test_networks_on_host_interfaces_are_refused(dsfw_factory, tmp_path, cleanup):
+    """macvlan's parent= puts a network on the host's own link, a bridge named after an existing
+    host bridge is taken over, an IPAM plugin or another network's configuration brings what the
+    request does not show. Even with the driver and the option keys allowed, only interfaces
+    listed pass; such a one is really created with that bridge name."""
+    bridge = unique_name("dsfwbr")[:15]  # IFNAMSIZ
+    fw = dsfw_factory(compose(tmp_path, "allow_all.rego", {"network": {
+        "allowed_drivers": ["bridge", "macvlan", "ipvlan"],
+        "allowed_options": ["parent", "com.docker.network.bridge.name"],
+        "allowed_interfaces": [bridge]}}))
+    name = cleanup("network", unique_name())
+    for flags, message in [
+        (["-d", "macvlan", "-o", "parent=eth0"], "host interface eth0 is not allowed: drop --opt parent=eth0"),
+        (["-d", "ipvlan", "-o", "parent=lo"], "host interface lo is not allowed"),
+        (["-o", "com.docker.network.bridge.name=docker0"], "host interface docker0 is not allowed"),
+        (["--ipam-driver", "dsfw-e2e/no-such-ipam"], "IPAM driver dsfw-e2e/no-such-ipam is not allowed"),
+        (["--config-from", "dsfw-e2e-admin-lan"],
+         "networks made from another network's configuration are not allowed"),
+    ]:
+        refused(docker_cli(fw.socket, "network", "create", *flags, name), message)
+        assert direct("network", "inspect", name).returncode != 0
+    ok(docker_cli(fw.socket, "network", "create", "-o", f"com.docker.network.bridge.name={bridge}",
+                  name))
+    options = json.loads(ok(direct("network", "inspect", "--format", "{{json .Options}}", name)))
+    assert options == {"com.docker.network.bridge.name": bridge}, options

@@ -27,7 +27,10 @@ test_name_patterns if {
 }
 
 test_options if {
-	_deny({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, {}) == {"network driver option com.docker.network.bridge.name is not allowed: drop --opt com.docker.network.bridge.name (or add it to data.library.network.allowed_options)"}
+	_deny({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, {}) == {
+		"network driver option com.docker.network.bridge.name is not allowed: drop --opt com.docker.network.bridge.name (or add it to data.library.network.allowed_options)",
+		"host interface docker0 is not allowed: drop --opt com.docker.network.bridge.name=docker0 (a network on a host interface reaches the host's own link; or add it to data.library.network.allowed_interfaces)",
+	}
 	count(_deny({"Name": "n", "Options": {"com.docker.network.driver.mtu": "1400"}}, {"allowed_options": ["com.docker.network.driver.mtu"]})) == 0
 }
 
@@ -42,4 +45,29 @@ test_exempt if {
 
 test_config_problems if {
 	"dsfw library: data.library.network.name_patterns must be a list; fix data.yaml" in _deny({"Name": "n"}, {"name_patterns": "ci-.*"})
+}
+
+test_ipam_drivers if {
+	count(_deny({"Name": "n", "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.9.0.0/24"}]}}, {})) == 0
+	count(_deny({"Name": "n", "IPAM": {"Driver": "null"}}, {})) == 0
+	_deny({"Name": "n", "IPAM": {"Driver": "infoblox/ipam:1"}}, {}) == {"IPAM driver infoblox/ipam:1 is not allowed: drop --ipam-driver infoblox/ipam:1 (dockerd's default IPAM needs none; or set data.library.network.allowed_ipam_drivers)"}
+	count(_deny({"Name": "n", "IPAM": {"Driver": "infoblox/ipam:1"}}, {"allowed_ipam_drivers": ["infoblox/ipam:1"]})) == 0
+}
+
+test_host_interfaces if {
+	macvlan := {"allowed_drivers": ["bridge", "macvlan", "ipvlan"], "allowed_options": ["parent", "com.docker.network.bridge.name"]}
+	_deny({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, macvlan) == {"host interface eth0 is not allowed: drop --opt parent=eth0 (a network on a host interface reaches the host's own link; or add it to data.library.network.allowed_interfaces)"}
+	count(_deny({"Name": "n", "Driver": "ipvlan", "Options": {"parent": "eth0.100"}}, macvlan)) == 1
+	count(_deny({"Name": "n", "Options": {"com.docker.network.bridge.name": "br0"}}, macvlan)) == 1
+	# without the key allowed, both the key and the interface are named
+	count(_deny({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, {"allowed_drivers": ["macvlan"]})) == 2
+	count(_deny({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0.100"}}, object.union(macvlan, {"allowed_interfaces": ["eth0.100"]}))) == 0
+	# macvlan without a parent makes its own dummy link
+	count(_deny({"Name": "n", "Driver": "macvlan", "Options": {}}, macvlan)) == 0
+}
+
+test_config_from if {
+	_deny({"Name": "n", "Driver": "bridge", "ConfigFrom": {"Network": "admin-lan"}}, {}) == {"networks made from another network's configuration are not allowed: drop --config-from admin-lan (its options are not in this request; or set data.library.network.allow_config_from)"}
+	count(_deny({"Name": "n", "Driver": "bridge", "ConfigFrom": {"Network": "admin-lan"}}, {"allow_config_from": true})) == 0
+	count(_deny({"Name": "n", "ConfigFrom": {"Network": ""}}, {})) == 0
 }
