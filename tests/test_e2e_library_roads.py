@@ -179,6 +179,25 @@ def test_log_drivers_and_options_that_reach_the_host_are_refused(defaults, clean
     assert ok(docker_cli(defaults.socket, "logs", name)) == "logged\n"
 
 
+def test_legacy_start_cannot_set_a_log_driver(defaults, cleanup):
+    """Below API 1.24 a start body is a HostConfig, and dockerd 20.10 takes its LogConfig: the
+    log rules judge it as they judge a create's. Refused, never started, the log config kept."""
+    from dsfw.testing.e2e import raw_request
+
+    name = cleanup("container", unique_name())
+    ok(docker_cli(defaults.socket, "create", "--name", name, TEST_IMAGE, "true"))
+    body = json.dumps({"LogConfig": {"Type": "syslog",
+                                     "Config": {"syslog-address": "unix:///dev/log"}}}).encode()
+    reply = raw_request(defaults.socket, (
+        f"POST /v1.23/containers/{name}/start HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        + body, responses=1)
+    assert reply.startswith(b"HTTP/1.1 403") and b"log driver syslog is not allowed" in reply, reply
+    never_started(name)
+    assert ok(direct("container", "inspect", "--format", "{{.HostConfig.LogConfig.Type}}",
+                     name)).strip() == "json-file"
+
+
 def test_networks_on_host_interfaces_are_refused(dsfw_factory, tmp_path, cleanup):
     """macvlan's parent= puts a network on the host's own link, a bridge named after an existing
     host bridge is taken over, an IPAM plugin or another network's configuration brings what the

@@ -126,3 +126,8 @@ test_service_and_swarm_log_drivers if {
 	some msg3 in _deny(update)
 	startswith(msg3, "log option splunk-url is not allowed for log driver json-file")
 }
+
+test_legacy_start_log_config if {
+	start := {"Method": "POST", "PathPlain": "/containers/c1/start", "Query": {}, "Body": {"HostConfig": {"LogConfig": {"Type": "fluentd", "Config": {"fluentd-address": "unix:///run/x.sock"}}}}, "Privileged": false, "CapAdd": []}
+	count(_deny(start)) == 2
+}
