@@ -188,6 +188,22 @@ class ScopeSkipsWhatThePolicyCannotReadTests(SynchronousTestCase):
         self.assertEqual(self.seen[0]["Target"]["ID"], CID)
         self.assertIn(b"DELETE /v1.41/containers/%s?force=1 " % CID.encode(), self.sent())
 
+    def test_a_target_read_the_analysis_cannot_name_is_looked_up(self):
+        """Reads hidden behind an escaped key, a rule named object.get or input whole."""
+        for rules in ('deny contains "no" if input["\\u0054arget"].Name == "web"\n',
+                      'object.get(o, _, _) := o.Target.Name\n'
+                      'deny contains "no" if object.get(input, "Method", "") == "web"\n',
+                      'deny contains "no" if { some k, v in input; k == "Target"; v.Name == "web" }\n'):
+            write(os.path.join(self.dir, "authz.rego"), 'package docker.authz\nimport rego.v1\n'
+                  'allow if input.Path != ""\n' + rules)
+            self.assertTrue(self.engine.reload())
+            self.seen.clear()
+            self.start()
+            self.delete()
+            self.dockerd.answer(http_json(200, container_answer()))
+            self.assertIn(b"/json", self.sent(), rules)
+            self.assertEqual(self.seen[0]["Target"]["ID"], CID)
+
     def test_recorded_or_logged_inputs_are_whole(self):
         self.start(full_inputs=True)
         self.delete()
